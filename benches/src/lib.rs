@@ -1,0 +1,1 @@
+//! Shared helpers for the benches (the load generator arrives with the benchmark issue).

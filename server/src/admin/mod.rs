@@ -1,0 +1,2 @@
+//! The administration tool.
+pub fn main(_args: Vec<std::ffi::OsString>) -> i32 { 2 }
