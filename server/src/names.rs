@@ -25,43 +25,8 @@ pub const LABEL_MAX: usize = 63;
 pub struct DomainName(String);
 
 impl DomainName {
-    /// R10: at least two labels; each label 1–63 of `a-z 0-9 -`, not starting or ending with
-    /// `-`; the whole name at most 253; stored lower-case; a Unicode name becomes its A-label.
     pub fn parse(input: &str) -> Result<Self, NameError> {
-        let shown = input;
-        if shown.is_empty() {
-            return Err(refuse("R10", "the domain name is empty".into()));
-        }
-        let ascii = if shown.is_ascii() {
-            shown.to_ascii_lowercase()
-        } else {
-            idna::domain_to_ascii(shown).map_err(|_| {
-                refuse(
-                    "R10",
-                    format!("the domain name {shown:?} is not a valid internationalised name"),
-                )
-            })?
-        };
-        if ascii.len() > DOMAIN_MAX {
-            return Err(refuse(
-                "R10",
-                format!(
-                    "the domain name is {} characters long; at most {DOMAIN_MAX} are allowed",
-                    ascii.len()
-                ),
-            ));
-        }
-        let labels: Vec<&str> = ascii.split('.').collect();
-        if labels.len() < 2 {
-            return Err(refuse(
-                "R10",
-                format!("the domain name {shown:?} needs at least two labels (like example.jp)"),
-            ));
-        }
-        for label in &labels {
-            check_label(shown, label)?;
-        }
-        Ok(DomainName(ascii))
+        r10_domain_name(input)
     }
 
     /// The door for values read back from the store, which were checked when written.
@@ -74,11 +39,52 @@ impl DomainName {
     }
 }
 
+/// R10: at least two labels; each label 1–63 of `a-z 0-9 -`, not starting or ending with
+/// `-`; the whole name at most 253; stored lower-case; a Unicode name becomes its A-label.
+pub fn r10_domain_name(input: &str) -> Result<DomainName, NameError> {
+    let shown = input;
+    if shown.is_empty() {
+        return Err(refuse("R10", "the domain name is empty".into()));
+    }
+    let ascii = if shown.is_ascii() {
+        shown.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(shown).map_err(|_| {
+            refuse(
+                "R10",
+                format!("the domain name {shown:?} is not a valid internationalised name"),
+            )
+        })?
+    };
+    if ascii.len() > DOMAIN_MAX {
+        return Err(refuse(
+            "R10",
+            format!(
+                "the domain name is {} characters long; at most {DOMAIN_MAX} are allowed",
+                ascii.len()
+            ),
+        ));
+    }
+    let labels: Vec<&str> = ascii.split('.').collect();
+    if labels.len() < 2 {
+        return Err(refuse(
+            "R10",
+            format!("the domain name {shown:?} needs at least two labels (like example.jp)"),
+        ));
+    }
+    for label in &labels {
+        check_label(shown, label)?;
+    }
+    Ok(DomainName(ascii))
+}
+
 fn check_label(shown: &str, label: &str) -> Result<(), NameError> {
     if label.is_empty() {
         return Err(refuse(
             "R10",
-            format!("the domain name {shown:?} has an empty label (two dots in a row, or a dot at an end)"),
+            format!(
+                "the domain name {shown:?} has an empty label (two dots in a row, or a dot at an end)"
+            ),
         ));
     }
     if label.len() > LABEL_MAX {
@@ -110,7 +116,7 @@ fn check_label(shown: &str, label: &str) -> Result<(), NameError> {
 
 impl fmt::Display for DomainName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -119,45 +125,8 @@ impl fmt::Display for DomainName {
 pub struct MailboxName(String);
 
 impl MailboxName {
-    /// R11: letters, digits, `-` and `.`; not starting or ending with `.`; no two `.` in a row;
-    /// length 1..=`max_len` (20 under `local`, 64 under `ad` and `passwd-file`).
     pub fn parse(input: &str, max_len: usize) -> Result<Self, NameError> {
-        if input.is_empty() {
-            return Err(refuse("R11", "the mailbox name is empty".into()));
-        }
-        if let Some(bad) = input
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
-        {
-            return Err(refuse(
-                "R11",
-                format!(
-                    "the mailbox name {input:?} contains {bad:?}; only letters, digits, - and . are allowed"
-                ),
-            ));
-        }
-        if input.len() > max_len {
-            return Err(refuse(
-                "R11",
-                format!(
-                    "the mailbox name {input:?} is {} characters long; at most {max_len} are allowed with this authentication method",
-                    input.len()
-                ),
-            ));
-        }
-        if input.starts_with('.') || input.ends_with('.') {
-            return Err(refuse(
-                "R11",
-                format!("the mailbox name {input:?} starts or ends with ."),
-            ));
-        }
-        if input.contains("..") {
-            return Err(refuse(
-                "R11",
-                format!("the mailbox name {input:?} has two . in a row"),
-            ));
-        }
-        Ok(MailboxName(input.to_ascii_lowercase()))
+        r11_mailbox_name(input, max_len)
     }
 
     /// The door for values read back from the store, which were checked when written.
@@ -170,9 +139,50 @@ impl MailboxName {
     }
 }
 
+/// R11: letters, digits, `-` and `.`; not starting or ending with `.`; no two `.` in a row;
+/// length 1..=`max_len` (20 under `local`, 64 under `ad` and `passwd-file`).
+pub fn r11_mailbox_name(input: &str, max_len: usize) -> Result<MailboxName, NameError> {
+    if input.is_empty() {
+        return Err(refuse("R11", "the mailbox name is empty".into()));
+    }
+    if let Some(bad) = input
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
+    {
+        return Err(refuse(
+            "R11",
+            format!(
+                "the mailbox name {input:?} contains {bad:?}; only letters, digits, - and . are allowed"
+            ),
+        ));
+    }
+    if input.len() > max_len {
+        return Err(refuse(
+            "R11",
+            format!(
+                "the mailbox name {input:?} is {} characters long; at most {max_len} are allowed with this authentication method",
+                input.len()
+            ),
+        ));
+    }
+    if input.starts_with('.') || input.ends_with('.') {
+        return Err(refuse(
+            "R11",
+            format!("the mailbox name {input:?} starts or ends with ."),
+        ));
+    }
+    if input.contains("..") {
+        return Err(refuse(
+            "R11",
+            format!("the mailbox name {input:?} has two . in a row"),
+        ));
+    }
+    Ok(MailboxName(input.to_ascii_lowercase()))
+}
+
 impl fmt::Display for MailboxName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -201,7 +211,7 @@ impl Address {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.name, self.domain)
+        f.pad(&format!("{}@{}", self.name, self.domain))
     }
 }
 
@@ -234,12 +244,21 @@ mod tests {
 
     #[test]
     fn domain_edges() {
-        assert_eq!(DomainName::parse("Example.JP").unwrap().as_str(), "example.jp");
+        assert_eq!(
+            DomainName::parse("Example.JP").unwrap().as_str(),
+            "example.jp"
+        );
         let label63 = "a".repeat(63);
         assert!(DomainName::parse(&format!("{label63}.jp")).is_ok());
         assert!(DomainName::parse(&format!("a{label63}.jp")).is_err());
         // 253 exactly: four labels of 63 with dots = 255, so build it up.
-        let name253 = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+        let name253 = format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61)
+        );
         assert_eq!(name253.len(), 253);
         assert!(DomainName::parse(&name253).is_ok());
         let name254 = format!("{name253}x");
@@ -248,7 +267,9 @@ mod tests {
             DomainName::parse("bücher.example").unwrap().as_str(),
             "xn--bcher-kva.example"
         );
-        for bad in ["jp", "-a.jp", "a-.jp", "a..jp", "a_b.jp", ".a.jp", "a.jp.", ""] {
+        for bad in [
+            "jp", "-a.jp", "a-.jp", "a..jp", "a_b.jp", ".a.jp", "a.jp.", "",
+        ] {
             let err = DomainName::parse(bad).unwrap_err();
             assert_eq!(err.rule, "R10", "{bad}");
         }
@@ -260,9 +281,16 @@ mod tests {
         assert!(MailboxName::parse(&"a".repeat(21), 20).is_err());
         assert!(MailboxName::parse(&"a".repeat(64), 64).is_ok());
         assert!(MailboxName::parse(&"a".repeat(65), 64).is_err());
-        assert_eq!(MailboxName::parse("User.One", 20).unwrap().as_str(), "user.one");
+        assert_eq!(
+            MailboxName::parse("User.One", 20).unwrap().as_str(),
+            "user.one"
+        );
         for bad in ["", ".a", "a.", "a..b", "a b", "a@b", "a_b", "日本"] {
-            assert_eq!(MailboxName::parse(bad, 20).unwrap_err().rule, "R11", "{bad}");
+            assert_eq!(
+                MailboxName::parse(bad, 20).unwrap_err().rule,
+                "R11",
+                "{bad}"
+            );
         }
     }
 

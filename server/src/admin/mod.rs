@@ -1,2 +1,276 @@
-//! The administration tool.
-pub fn main(_args: Vec<std::ffi::OsString>) -> i32 { 2 }
+//! The administration tool: one file per winpop verb, dispatched from one enum ([`cli::Command`]).
+//! [`rules`] holds the numbered rules of SPEC.md that the verbs check.
+//!
+//! Every verb returns an [`Outcome`] (text for people, JSON for scripts) or an [`AdminError`]
+//! whose kind fixes the exit code: 1 failed, 2 usage, 3 refused by a rule.
+
+pub mod account;
+pub mod add;
+pub mod auth_test;
+pub mod changepwd;
+pub mod cli;
+pub mod delete;
+pub mod init;
+pub mod list;
+pub mod lock;
+pub mod migratetoad;
+pub mod property;
+pub mod quota;
+pub mod rules;
+pub mod stat;
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::config::{Config, ConfigError};
+use crate::directory::DirectoryError;
+use crate::names::NameError;
+use crate::store::{Store, StoreError};
+use cli::{Cli, Command};
+
+/// Why a command did not do what was asked.
+#[derive(Debug)]
+pub enum AdminError {
+    /// Exit 1: something broke (I/O, the database, the directory unreachable).
+    Failed(String),
+    /// Exit 2: the command line or the configuration is wrong.
+    Usage(String),
+    /// Exit 3: a rule of SPEC.md (named when it has a number) or the store's state refuses it.
+    Refused {
+        rule: Option<&'static str>,
+        message: String,
+    },
+}
+
+impl AdminError {
+    pub fn refused(rule: &'static str, message: impl Into<String>) -> Self {
+        AdminError::Refused {
+            rule: Some(rule),
+            message: message.into(),
+        }
+    }
+
+    /// Refused by the state of the store (already exists, does not exist, mail would be lost).
+    pub fn state(message: impl Into<String>) -> Self {
+        AdminError::Refused {
+            rule: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AdminError::Failed(_) => 1,
+            AdminError::Usage(_) => 2,
+            AdminError::Refused { .. } => 3,
+        }
+    }
+
+    fn rule(&self) -> Option<&'static str> {
+        match self {
+            AdminError::Refused { rule, .. } => *rule,
+            _ => None,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            AdminError::Failed(m) | AdminError::Usage(m) => m,
+            AdminError::Refused { message, .. } => message,
+        }
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rule() {
+            Some(rule) => write!(f, "refused by {rule}: {}", self.message()),
+            None => f.write_str(self.message()),
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Failed(e.to_string())
+    }
+}
+
+impl From<NameError> for AdminError {
+    fn from(e: NameError) -> Self {
+        AdminError::refused(e.rule, e.reason)
+    }
+}
+
+impl From<DirectoryError> for AdminError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::Store(s) => s.into(),
+            DirectoryError::AdNotAvailable => AdminError::state(e.to_string()),
+        }
+    }
+}
+
+impl From<ConfigError> for AdminError {
+    fn from(e: ConfigError) -> Self {
+        AdminError::Usage(e.to_string())
+    }
+}
+
+/// What a command did: `text` for people, `json` (an object) for scripts.
+#[derive(Debug)]
+pub struct Outcome {
+    pub text: String,
+    pub json: Value,
+}
+
+impl Outcome {
+    pub fn new(text: impl Into<String>, json: Value) -> Self {
+        Outcome {
+            text: text.into(),
+            json,
+        }
+    }
+}
+
+/// What every verb gets: the configuration and the open store.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Config,
+    pub store: Store,
+}
+
+/// Runs the tool with `args` (the program name first) and returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let args = cli::translate_winpop(args);
+    let wants_json = args.iter().any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = e.exit_code();
+            if wants_json && code != 0 {
+                print_json_error(&AdminError::Usage(e.to_string().trim_end().to_owned()));
+            } else {
+                let _ = e.print();
+            }
+            return code;
+        }
+    };
+    let json = cli.json;
+    match run(cli) {
+        Ok(outcome) => {
+            let mut stdout = std::io::stdout().lock();
+            if json {
+                let mut object = match outcome.json {
+                    Value::Object(map) => map,
+                    other => {
+                        let mut map = serde_json::Map::new();
+                        map.insert("result".into(), other);
+                        map
+                    }
+                };
+                object.insert("ok".into(), Value::Bool(true));
+                object.insert("message".into(), Value::String(outcome.text));
+                let _ = writeln!(stdout, "{}", Value::Object(object));
+            } else if !outcome.text.is_empty() {
+                let _ = writeln!(stdout, "{}", outcome.text);
+            }
+            0
+        }
+        Err(error) => {
+            if json {
+                print_json_error(&error);
+            } else {
+                eprintln!("dirmail: {error}");
+            }
+            error.exit_code()
+        }
+    }
+}
+
+fn print_json_error(error: &AdminError) {
+    println!(
+        "{}",
+        json!({
+            "ok": false,
+            "exit": error.exit_code(),
+            "rule": error.rule(),
+            "error": error.message(),
+        })
+    );
+}
+
+fn run(cli: Cli) -> Result<Outcome, AdminError> {
+    if let Command::Init { force } = cli.command {
+        return init::run(cli.config.as_deref(), force);
+    }
+    let config = Config::discover(cli.config.as_deref())?;
+    let store = Store::open(&config.store)?;
+    let mut ctx = Context { config, store };
+    match cli.command {
+        Command::Add {
+            target,
+            create_user,
+        } => add::run(&mut ctx, &target, create_user),
+        Command::Delete {
+            target,
+            delete_user,
+            force,
+        } => delete::run(&mut ctx, &target, delete_user, force),
+        Command::List { domain } => list::run(&ctx, domain.as_deref()),
+        Command::Lock { target } => lock::run(&mut ctx, &target, true),
+        Command::Unlock { target } => lock::run(&mut ctx, &target, false),
+        Command::Stat { domain } => stat::run(&ctx, domain.as_deref()),
+        Command::Changepwd { address, password } => changepwd::run(&mut ctx, &address, password),
+        Command::Createquotafile { address, user } => {
+            quota::create_quota_file(&mut ctx, &address, user.as_deref())
+        }
+        Command::Quota { address, limit } => quota::set_limit(&mut ctx, &address, &limit),
+        Command::Migratetoad { address, .. } => migratetoad::run(&ctx, &address),
+        Command::Get { property } => property::get(&ctx, property.as_deref()),
+        Command::Set { property, values } => property::set(&mut ctx, &property, &values),
+        Command::Account { command } => account::run(&mut ctx, command),
+        Command::Auth { command } => auth_test::run(&ctx, command),
+        Command::Init { .. } => unreachable_init(),
+    }
+}
+
+// `init` is handled before a store is opened; this arm only satisfies the match.
+fn unreachable_init() -> Result<Outcome, AdminError> {
+    Err(AdminError::Usage(
+        "init runs before the store is opened".into(),
+    ))
+}
+
+/// Parses `DOMAIN` or `NAME@DOMAIN` as the verbs that take either do.
+pub enum Target {
+    Domain(crate::names::DomainName),
+    Mailbox(crate::names::Address),
+}
+
+pub fn parse_target(text: &str, max_name_len: usize) -> Result<Target, AdminError> {
+    if text.contains('@') {
+        Ok(Target::Mailbox(crate::names::Address::parse(
+            text,
+            max_name_len,
+        )?))
+    } else {
+        Ok(Target::Domain(crate::names::DomainName::parse(text)?))
+    }
+}
+
+/// A password given on the command line: empty is a usage error.
+pub fn password_arg(text: String, what: &str) -> Result<crate::names::Secret, AdminError> {
+    if text.is_empty() {
+        return Err(AdminError::Usage(format!("{what} is empty")));
+    }
+    if text.len() > 1024 {
+        return Err(AdminError::Usage(format!(
+            "{what} is longer than 1024 bytes"
+        )));
+    }
+    Ok(crate::names::Secret::new(text))
+}

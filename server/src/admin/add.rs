@@ -1,0 +1,137 @@
+//! `add DOMAIN` and `add NAME@DOMAIN [--create-user PASS]` (winpop ADD).
+
+use serde_json::json;
+
+use super::rules::{
+    r3_local_name_unique, r5_passwd_file_needs_create_user, r9_shared_layout_name_unique,
+    r11_max_name_len,
+};
+use super::{AdminError, Context, Outcome, Target, parse_target, password_arg};
+use crate::directory::Directory;
+use crate::names::{Address, DomainName};
+use crate::store::{self, maildir};
+
+pub fn run(
+    ctx: &mut Context,
+    target: &str,
+    create_user: Option<String>,
+) -> Result<Outcome, AdminError> {
+    let method = store::auth_method(ctx.store.conn())?;
+    match parse_target(target, r11_max_name_len(method))? {
+        Target::Domain(domain) => {
+            if create_user.is_some() {
+                return Err(AdminError::Usage(
+                    "--create-user applies to a mailbox (NAME@DOMAIN), not to a domain".into(),
+                ));
+            }
+            add_domain(ctx, &domain)
+        }
+        Target::Mailbox(address) => {
+            let password = create_user
+                .map(|p| password_arg(p, "the password of --create-user"))
+                .transpose()?;
+            add_mailbox(ctx, &address, password)
+        }
+    }
+}
+
+fn add_domain(ctx: &mut Context, domain: &DomainName) -> Result<Outcome, AdminError> {
+    ctx.store.write(|tx| {
+        if store::find_domain(tx, domain)?.is_some() {
+            return Err(AdminError::state(format!(
+                "The domain {domain} already exists."
+            )));
+        }
+        store::insert_domain(tx, domain)?;
+        Ok(())
+    })?;
+    Ok(Outcome::new(
+        "Domain successfully added.",
+        json!({ "domain": domain.as_str() }),
+    ))
+}
+
+fn add_mailbox(
+    ctx: &mut Context,
+    address: &Address,
+    password: Option<crate::names::Secret>,
+) -> Result<Outcome, AdminError> {
+    let mailroot = ctx.store.mailroot.clone();
+    let spa_name = ctx.store.write(|tx| {
+        let method = store::auth_method(tx)?;
+        let layout = store::layout(tx)?;
+        let Some(domain) = store::find_domain(tx, &address.domain)? else {
+            return Err(AdminError::state(format!(
+                "The domain {} does not exist. Add it first with `dirmail add {}`.",
+                address.domain, address.domain
+            )));
+        };
+        if store::find_mailbox(tx, address)?.is_some() {
+            return Err(AdminError::state(format!("The mailbox {address} already exists.")));
+        }
+        r3_local_name_unique(tx, method, address)?;
+        r9_shared_layout_name_unique(tx, layout, address)?;
+        r5_passwd_file_needs_create_user(method, password.is_some())?;
+
+        let dir = layout.maildir(&mailroot, address);
+        let directory = Directory::open(method, tx, dir.clone())?;
+        match &password {
+            Some(_) if directory.account_exists(address)? => {
+                return Err(AdminError::state(format!(
+                    "An account named {} already exists. Add the mailbox without --create-user to use it.",
+                    address.name
+                )));
+            }
+            None if !directory.account_exists(address)? => {
+                return Err(AdminError::state(format!(
+                    "There is no account named {name}. Add the mailbox with --create-user PASSWORD, or create the account first with `dirmail account add {name} PASSWORD`.",
+                    name = address.name
+                )));
+            }
+            _ => {}
+        }
+        if dir.exists() {
+            // Left behind by something outside dirmail: never hand old mail to a new user.
+            return Err(AdminError::Failed(format!(
+                "The directory {} already exists. Move it away, then add the mailbox again.",
+                dir.display()
+            )));
+        }
+        store::insert_mailbox(tx, domain.id, &address.name)?;
+        maildir::create(&dir)?;
+        let made = match &password {
+            Some(password) => directory.create_account(address, password),
+            None => Ok(()),
+        };
+        if let Err(e) = made {
+            let _ = maildir::remove(&dir);
+            return Err(e.into());
+        }
+        // R6: the directory gives an SPA account name only where SPA is offered.
+        Ok(directory.spa_account_name(address))
+    })?;
+    let hostname = ctx.config.server.hostname.clone();
+    let mut text = format!(
+        "Mailbox successfully added.\n\
+         Logon information for the new mailbox. Users should enter the matching account name in their mail client:\n  \
+         Clear text authentication:\n    \
+         Account name: {address}\n    \
+         Mail server:  {hostname}"
+    );
+    if let Some(spa) = &spa_name {
+        text.push_str(&format!(
+            "\n  Secure Password Authentication:\n    Account name: {spa}\n    Mail server:  {hostname}"
+        ));
+    }
+    Ok(Outcome::new(
+        text,
+        json!({
+            "mailbox": address.to_string(),
+            "account_created": password.is_some(),
+            "logon": {
+                "clear_text": { "account": address.to_string(), "server": hostname },
+                "spa": spa_name.map(|name| json!({ "account": name, "server": hostname })),
+            },
+        }),
+    ))
+}

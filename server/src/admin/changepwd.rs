@@ -1,0 +1,34 @@
+//! `changepwd NAME@DOMAIN NEWPASS`: changes the password where the account lives.
+
+use serde_json::json;
+
+use super::rules::r11_max_name_len;
+use super::{AdminError, Context, Outcome, password_arg};
+use crate::directory::Directory;
+use crate::names::Address;
+use crate::store;
+
+pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome, AdminError> {
+    let password = password_arg(password, "the new password")?;
+    let mailroot = ctx.store.mailroot.clone();
+    ctx.store.write(|tx| {
+        let method = store::auth_method(tx)?;
+        let address = Address::parse(address, r11_max_name_len(method))?;
+        if store::find_mailbox(tx, &address)?.is_none() {
+            return Err(AdminError::state(format!(
+                "The mailbox {address} does not exist."
+            )));
+        }
+        let dir = store::layout(tx)?.maildir(&mailroot, &address);
+        let changed = Directory::open(method, tx, dir)?.change_password(&address, &password)?;
+        if !changed {
+            return Err(AdminError::state(format!(
+                "The mailbox {address} has no account to change the password of."
+            )));
+        }
+        Ok(Outcome::new(
+            "Password successfully changed.",
+            json!({ "mailbox": address.to_string() }),
+        ))
+    })
+}

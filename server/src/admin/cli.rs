@@ -1,0 +1,289 @@
+//! The command line: clap definitions, and the translation of winpop spellings (`ADD`,
+//! `/createuser PASS`, `/user:NAME`) into the modern ones, so a winpop script runs unchanged
+//! but for the program's name.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dirmail",
+    version,
+    about = "Administer a dirmail store: domains, mailboxes, accounts, locks, quotas and properties",
+    after_help = "Exit codes: 0 done, 1 failed (I/O, directory unreachable), 2 usage, 3 refused by a rule."
+)]
+pub struct Cli {
+    /// The configuration file (else $DIRMAIL_CONFIG, else ./dirmail.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object on standard output instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add a domain (DOMAIN) or a mailbox (NAME@DOMAIN).
+    Add {
+        #[arg(value_name = "DOMAIN | NAME@DOMAIN")]
+        target: String,
+        /// Create the account too, with this password (winpop: /createuser PASSWORD).
+        #[arg(long = "create-user", value_name = "PASSWORD")]
+        create_user: Option<String>,
+    },
+    /// Delete a domain or a mailbox, with its mail.
+    #[command(visible_alias = "del")]
+    Delete {
+        #[arg(value_name = "DOMAIN | NAME@DOMAIN")]
+        target: String,
+        /// Delete the mailbox's account too (winpop: /deleteuser).
+        #[arg(long = "delete-user")]
+        delete_user: bool,
+        /// Delete even when mail would be lost.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the domains, or the mailboxes of one domain, with their lock state.
+    List { domain: Option<String> },
+    /// Lock a domain or a mailbox: mail is still received, but cannot be read (R13, R14).
+    Lock {
+        #[arg(value_name = "DOMAIN | NAME@DOMAIN")]
+        target: String,
+    },
+    /// Unlock a domain or a mailbox.
+    Unlock {
+        #[arg(value_name = "DOMAIN | NAME@DOMAIN")]
+        target: String,
+    },
+    /// Mailboxes, messages and bytes per domain, and the totals.
+    Stat { domain: Option<String> },
+    /// Change the password of a mailbox's account where it lives.
+    Changepwd {
+        #[arg(value_name = "NAME@DOMAIN")]
+        address: String,
+        #[arg(value_name = "NEW_PASSWORD")]
+        password: String,
+    },
+    /// Give a mailbox the server's default size limit, charged to an account (R15).
+    Createquotafile {
+        #[arg(value_name = "NAME@DOMAIN")]
+        address: String,
+        /// The account the quota is charged to (winpop: /user:NAME); default the mailbox's own.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// Set a mailbox's size limit (`50MB`, `1GB`, …) or remove it (`none`).
+    Quota {
+        #[arg(value_name = "NAME@DOMAIN")]
+        address: String,
+        #[arg(value_name = "LIMIT | none")]
+        limit: String,
+    },
+    /// Create or link the Active Directory user of one mailbox (R22).
+    Migratetoad {
+        #[arg(value_name = "NAME@DOMAIN")]
+        address: String,
+        #[arg(long, value_name = "PASSWORD")]
+        password: Option<String>,
+    },
+    /// Show one property, or all of them.
+    Get { property: Option<String> },
+    /// Set a property.
+    Set {
+        property: String,
+        #[arg(required = true, num_args = 1..)]
+        values: Vec<String>,
+    },
+    /// The server's own accounts (method `local`), on their own (R7).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Check a login as the server would, without a mail client.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// Write a commented dirmail.toml and create an empty store.
+    Init {
+        /// Overwrite an existing dirmail.toml.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account (no mailbox).
+    Add {
+        name: String,
+        password: String,
+        /// Groups of the account (repeatable); default none.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+    },
+    /// Delete an account; refused while a mailbox uses it.
+    #[command(visible_alias = "del")]
+    Delete { name: String },
+    /// List the accounts and their groups.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Check LOGIN (name@domain, or a bare name, R8) and PASSWORD (read from standard input when
+    /// omitted, so it stays out of the process list).
+    Test {
+        login: String,
+        password: Option<String>,
+    },
+}
+
+const VERBS: &[&str] = &[
+    "add",
+    "delete",
+    "del",
+    "list",
+    "lock",
+    "unlock",
+    "stat",
+    "changepwd",
+    "createquotafile",
+    "quota",
+    "migratetoad",
+    "get",
+    "set",
+    "account",
+    "auth",
+    "init",
+];
+
+/// Rewrites winpop spellings into the modern ones. Only the switches winpop knows are touched,
+/// so any other argument (a password, a path) goes through as it is.
+pub fn translate_winpop(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut seen_verb = false;
+    let mut skip_value = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || skip_value {
+            skip_value = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if !seen_verb {
+            if text == "--config" {
+                skip_value = true;
+                out.push(arg);
+                continue;
+            }
+            if !text.starts_with('-') {
+                seen_verb = true;
+                let lower = text.to_ascii_lowercase();
+                if VERBS.contains(&lower.as_str()) {
+                    out.push(lower.into());
+                    continue;
+                }
+            }
+            out.push(arg);
+            continue;
+        }
+        let lower = text.to_ascii_lowercase();
+        let translated: Option<String> = match lower.as_str() {
+            "/createuser" => Some("--create-user".into()),
+            "/deleteuser" => Some("--delete-user".into()),
+            "/force" => Some("--force".into()),
+            "/user" => Some("--user".into()),
+            "/password" => Some("--password".into()),
+            _ => ["/user:", "/password:", "/createuser:"]
+                .iter()
+                .find(|p| lower.starts_with(*p))
+                .map(|p| {
+                    let flag = match *p {
+                        "/user:" => "--user",
+                        "/password:" => "--password",
+                        _ => "--create-user",
+                    };
+                    format!("{flag}={}", &text[p.len()..])
+                }),
+        };
+        let flag = translated.as_deref().unwrap_or(text);
+        // The next argument is this switch's value (a password may look like a switch).
+        skip_value = matches!(flag, "--create-user" | "--user" | "--password");
+        match translated {
+            Some(t) => out.push(t.into()),
+            None => out.push(arg),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(args: &[&str]) -> Vec<String> {
+        translate_winpop(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn winpop_spellings() {
+        assert_eq!(
+            t(&[
+                "dirmail",
+                "ADD",
+                "user05@example.jp",
+                "/CREATEUSER",
+                "MYSECRETPASSWORD"
+            ]),
+            [
+                "dirmail",
+                "add",
+                "user05@example.jp",
+                "--create-user",
+                "MYSECRETPASSWORD"
+            ]
+        );
+        assert_eq!(
+            t(&["dirmail", "createquotafile", "a@example.jp", "/user:bob"]),
+            ["dirmail", "createquotafile", "a@example.jp", "--user=bob"]
+        );
+        assert_eq!(
+            t(&[
+                "dirmail",
+                "--config",
+                "/etc/x.toml",
+                "DEL",
+                "a@b.jp",
+                "/deleteuser"
+            ]),
+            [
+                "dirmail",
+                "--config",
+                "/etc/x.toml",
+                "del",
+                "a@b.jp",
+                "--delete-user"
+            ]
+        );
+        assert_eq!(
+            t(&["dirmail", "add", "a@b.jp", "/createuser", "/force"]),
+            ["dirmail", "add", "a@b.jp", "--create-user", "/force"]
+        );
+        // A password that looks like a path is left alone.
+        assert_eq!(
+            t(&["dirmail", "changepwd", "a@b.jp", "/etc/passwd"]),
+            ["dirmail", "changepwd", "a@b.jp", "/etc/passwd"]
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! `lock` / `unlock DOMAIN | NAME@DOMAIN` (SPEC §5.1). A locked mailbox still receives mail
+//! (R13); a locked domain locks retrieval for all its mailboxes (R14).
+
+use serde_json::json;
+
+use super::rules::{r11_max_name_len, r14_unlock_inside_locked_domain};
+use super::{AdminError, Context, Outcome, Target, parse_target};
+use crate::store;
+
+pub fn run(ctx: &mut Context, target: &str, lock: bool) -> Result<Outcome, AdminError> {
+    let method = store::auth_method(ctx.store.conn())?;
+    let target = parse_target(target, r11_max_name_len(method))?;
+    let verb = if lock { "locked" } else { "unlocked" };
+    ctx.store.write(|tx| match &target {
+        Target::Domain(domain) => {
+            let Some(row) = store::find_domain(tx, domain)? else {
+                return Err(AdminError::state(format!(
+                    "The domain {domain} does not exist."
+                )));
+            };
+            store::set_domain_locked(tx, row.id, lock)?;
+            Ok(Outcome::new(
+                format!("Domain successfully {verb}."),
+                json!({ "domain": domain.as_str(), "locked": lock }),
+            ))
+        }
+        Target::Mailbox(address) => {
+            let Some(row) = store::find_mailbox(tx, address)? else {
+                return Err(AdminError::state(format!(
+                    "The mailbox {address} does not exist."
+                )));
+            };
+            if !lock {
+                r14_unlock_inside_locked_domain(&row)?;
+            }
+            store::set_mailbox_locked(tx, row.id, lock)?;
+            Ok(Outcome::new(
+                format!("Mailbox successfully {verb}."),
+                json!({ "mailbox": address.to_string(), "locked": lock }),
+            ))
+        }
+    })
+}

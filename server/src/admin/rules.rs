@@ -1,0 +1,250 @@
+//! The numbered rules of SPEC.md that the administration tool checks, one function each, named
+//! after its number. Scenarios in `fixtures/scenarios/` name the same numbers.
+//! R10 and R11 live beside the types they guard: [`crate::names::r10_domain_name`] and
+//! [`crate::names::r11_mailbox_name`].
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use super::AdminError;
+use crate::directory::AuthMethod;
+use crate::names::{Address, MailboxName};
+use crate::store::{self, Layout, MailboxRow, StoreError};
+
+/// R1: a new store starts with method `local` and layout `per-domain`.
+pub fn r1_initial_settings(conn: &Connection) -> Result<(), StoreError> {
+    store::set_setting(conn, "authentication", AuthMethod::Local.as_str())?;
+    store::set_setting(conn, "mailbox-layout", Layout::PerDomain.as_str())?;
+    store::set_setting(conn, "sparequired", "0")
+}
+
+/// R2: the authentication method and the mailbox layout change only while no domain exists.
+/// `what` is the property's description as the message shows it.
+pub fn r2_change_only_without_domains(conn: &Connection, what: &str) -> Result<(), AdminError> {
+    let domains = store::domain_count(conn)?;
+    if domains > 0 {
+        return Err(AdminError::refused(
+            "R2",
+            format!(
+                "The {what} can be changed only when no e-mail domains exist ({domains} exist). Delete every domain first."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// R3: under `local`, a mailbox name is unique across all domains.
+pub fn r3_local_name_unique(
+    conn: &Connection,
+    method: AuthMethod,
+    address: &Address,
+) -> Result<(), AdminError> {
+    if method != AuthMethod::Local {
+        return Ok(());
+    }
+    if let Some(existing) = other_domain_with_name(conn, address)? {
+        return Err(AdminError::refused(
+            "R3",
+            format!(
+                "The mailbox {existing} already uses the name {}. With local authentication a mailbox name must be unique across all domains.",
+                address.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// R5: under `passwd-file`, the password record sits in the mailbox's own directory, so it is
+/// made with the mailbox and deleted with it. This is where it is.
+pub fn r5_password_record(maildir: &Path) -> PathBuf {
+    maildir.join("dirmail-passwd")
+}
+
+/// R5 (and SPEC §2's table): `passwd-file` accounts exist only as part of their mailbox, so
+/// `add NAME@DOMAIN` without `--create-user` has nothing to attach to.
+pub fn r5_passwd_file_needs_create_user(
+    method: AuthMethod,
+    create_user: bool,
+) -> Result<(), AdminError> {
+    if method == AuthMethod::PasswdFile && !create_user {
+        return Err(AdminError::refused(
+            "R5",
+            "With passwd-file authentication the password record is created with the mailbox: use --create-user PASSWORD.",
+        ));
+    }
+    Ok(())
+}
+
+/// R6: Secure Password Authentication is offered only with `local` and `ad`.
+pub fn r6_spa_offered(method: AuthMethod) -> bool {
+    matches!(method, AuthMethod::Local | AuthMethod::Ad)
+}
+
+/// R6: `sparequired 1` is refused where SPA is not offered.
+pub fn r6_spa_required_allowed(method: AuthMethod, required: bool) -> Result<(), AdminError> {
+    if required && !r6_spa_offered(method) {
+        return Err(AdminError::refused(
+            "R6",
+            format!(
+                "Secure Password Authentication is not offered with {} authentication, so it cannot be required.",
+                method.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// R7: `local` accounts created by `add --create-user` belong to `POP3 Users` only: they may
+/// use mail and nothing else the server offers.
+pub fn r7_groups_of_created_accounts() -> &'static [&'static str] {
+    &["POP3 Users"]
+}
+
+/// R8: a bare `name` in a clear-text login is accepted only when it names exactly one mailbox;
+/// otherwise the login fails like a wrong password (so `None`).
+pub fn r8_resolve_bare_login(
+    conn: &Connection,
+    name: &MailboxName,
+) -> Result<Option<MailboxRow>, StoreError> {
+    let mut found = store::mailboxes_named(conn, name)?;
+    Ok(if found.len() == 1 { found.pop() } else { None })
+}
+
+/// R9: in the `shared` layout all domains share one namespace of names, whatever the method.
+pub fn r9_shared_layout_name_unique(
+    conn: &Connection,
+    layout: Layout,
+    address: &Address,
+) -> Result<(), AdminError> {
+    if layout != Layout::Shared {
+        return Ok(());
+    }
+    if let Some(existing) = other_domain_with_name(conn, address)? {
+        return Err(AdminError::refused(
+            "R9",
+            format!(
+                "The mailbox {existing} already uses the name {}. In the shared mailbox layout a name can exist in only one domain.",
+                address.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// R11: the longest mailbox name the method allows (20 for `local`, 64 otherwise).
+pub fn r11_max_name_len(method: AuthMethod) -> usize {
+    match method {
+        AuthMethod::Local => 20,
+        AuthMethod::Ad | AuthMethod::PasswdFile => 64,
+    }
+}
+
+/// R14: while a domain is locked, a single mailbox of it cannot be unlocked.
+pub fn r14_unlock_inside_locked_domain(mailbox: &MailboxRow) -> Result<(), AdminError> {
+    if mailbox.domain_locked {
+        return Err(AdminError::refused(
+            "R14",
+            format!(
+                "The domain {} is locked, so the mailbox {} cannot be unlocked on its own. Unlock the domain first.",
+                mailbox.address.domain, mailbox.address
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// R15: a message is admitted when the mailbox has no limit, or when it fits whole in what is
+/// left; nothing is ever delivered in part.
+pub fn r15_quota_admits(limit: Option<u64>, used: u64, incoming: u64) -> bool {
+    match limit {
+        None => true,
+        Some(limit) => used.saturating_add(incoming) <= limit,
+    }
+}
+
+/// R15: the account a mailbox's quota is charged to: the one named by `--user`, which must
+/// exist, or the mailbox's own.
+pub fn r15_quota_owner(
+    conn: &Connection,
+    method: AuthMethod,
+    mailbox: &MailboxRow,
+    user: Option<&str>,
+) -> Result<String, AdminError> {
+    let Some(user) = user else {
+        return Ok(match method {
+            AuthMethod::Local => mailbox.address.name.to_string(),
+            _ => mailbox.address.to_string(),
+        });
+    };
+    let exists = match method {
+        AuthMethod::Local => crate::directory::local::LocalAccounts::new(conn)
+            .find(&user.to_ascii_lowercase())?
+            .is_some(),
+        // Under the other methods an account is a mailbox: name it as name@domain, or by its
+        // bare name when that names exactly one mailbox (as R8 resolves logins).
+        _ => {
+            let named = if user.contains('@') {
+                Address::parse(user, r11_max_name_len(method))
+                    .ok()
+                    .map(|a| store::find_mailbox(conn, &a))
+                    .transpose()?
+                    .flatten()
+            } else {
+                MailboxName::parse(user, r11_max_name_len(method))
+                    .ok()
+                    .map(|n| r8_resolve_bare_login(conn, &n))
+                    .transpose()?
+                    .flatten()
+            };
+            return named.map(|m| m.address.to_string()).ok_or_else(|| {
+                AdminError::refused(
+                    "R15",
+                    format!("The quota cannot be charged to {user:?}: there is no such account."),
+                )
+            });
+        }
+    };
+    if !exists {
+        return Err(AdminError::refused(
+            "R15",
+            format!("The quota cannot be charged to {user:?}: there is no such account."),
+        ));
+    }
+    Ok(user.to_ascii_lowercase())
+}
+
+fn other_domain_with_name(
+    conn: &Connection,
+    address: &Address,
+) -> Result<Option<Address>, StoreError> {
+    Ok(store::mailboxes_named(conn, &address.name)?
+        .into_iter()
+        .find(|m| m.address.domain != address.domain)
+        .map(|m| m.address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r15_edges() {
+        assert!(r15_quota_admits(None, u64::MAX, u64::MAX));
+        assert!(r15_quota_admits(Some(100), 60, 40));
+        assert!(!r15_quota_admits(Some(100), 60, 41));
+        assert!(!r15_quota_admits(Some(100), u64::MAX, 1));
+    }
+
+    #[test]
+    fn r6_and_r11_per_method() {
+        assert!(r6_spa_offered(AuthMethod::Local));
+        assert!(r6_spa_offered(AuthMethod::Ad));
+        assert!(!r6_spa_offered(AuthMethod::PasswdFile));
+        assert!(r6_spa_required_allowed(AuthMethod::PasswdFile, false).is_ok());
+        assert!(r6_spa_required_allowed(AuthMethod::PasswdFile, true).is_err());
+        assert_eq!(r11_max_name_len(AuthMethod::Local), 20);
+        assert_eq!(r11_max_name_len(AuthMethod::Ad), 64);
+        assert_eq!(r11_max_name_len(AuthMethod::PasswdFile), 64);
+    }
+}

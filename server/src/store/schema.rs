@@ -1,0 +1,41 @@
+//! Versioned migrations of the administrative database. `PRAGMA user_version` counts the
+//! migrations applied; each runs once, inside the transaction that bumps the version.
+
+/// Append only: a released migration is never edited, a new step is added instead.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: domains, mailboxes, local accounts and the settings that are administrative state.
+    r#"
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE domains (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        locked        INTEGER NOT NULL DEFAULT 0,
+        -- R12: the mailbox that receives postmaster@; NULL means the first mailbox created.
+        admin_mailbox TEXT,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE mailboxes (
+        id          INTEGER PRIMARY KEY,
+        domain_id   INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        locked      INTEGER NOT NULL DEFAULT 0,
+        -- R15: the size limit in bytes (NULL: none) and the account it is charged to.
+        quota_bytes INTEGER,
+        quota_owner TEXT,
+        created_at  INTEGER NOT NULL,
+        UNIQUE (domain_id, name)
+    );
+    CREATE INDEX mailboxes_by_name ON mailboxes(name);
+    -- The server's own account database (method `local`), like the SAM of a Windows server.
+    CREATE TABLE local_accounts (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        -- Comma-separated group names; R7 gives `POP3 Users` to accounts made by add.
+        groups        TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    "#,
+];
