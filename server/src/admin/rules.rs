@@ -24,10 +24,11 @@ pub fn r1_initial_settings(conn: &Connection) -> Result<(), StoreError> {
 pub fn r2_change_only_without_domains(conn: &Connection, what: &str) -> Result<(), AdminError> {
     let domains = store::domain_count(conn)?;
     if domains > 0 {
+        let verb = if domains == 1 { "exists" } else { "exist" };
         return Err(AdminError::refused(
             "R2",
             format!(
-                "The {what} can be changed only when no e-mail domains exist ({domains} exist). Delete every domain first."
+                "The {what} can be changed only when no e-mail domains exist ({domains} {verb}). Delete every domain first."
             ),
         ));
     }
