@@ -15,5 +15,6 @@ pub mod auth;
 pub mod config;
 pub mod directory;
 pub mod names;
+pub mod net;
 pub mod proto;
 pub mod store;

@@ -135,3 +135,138 @@ fn folder_usage(dir: &Path) -> Result<Usage, StoreError> {
     }
     Ok(total)
 }
+
+// ---- delivery and reading (R18, R20) ----------------------------------------------------
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static DELIVERY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique on this host for this process: `secs.M<micros>P<pid>Q<n>.<host>` (the
+/// Maildir convention), so concurrent deliveries never collide.
+fn unique_name(hostname: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let n = DELIVERY_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let host: String = hostname
+        .chars()
+        .map(|c| if c == '/' || c == ':' { '_' } else { c })
+        .collect();
+    format!(
+        "{}.M{}P{}Q{n}.{host}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id()
+    )
+}
+
+/// R18: writes `message` into `tmp/`, fsyncs it, links it into `new/` and fsyncs `new/`, so once
+/// this returns the message survives a crash; before it returns nothing is visible in `new/`.
+/// Returns the path in `new/`.
+pub fn deliver(maildir: &Path, hostname: &str, message: &[u8]) -> std::io::Result<PathBuf> {
+    let name = format!("{},S={}", unique_name(hostname), message.len());
+    let tmp = maildir.join("tmp").join(&name);
+    let new = maildir.join("new").join(&name);
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(message)?;
+        file.sync_all()?;
+        drop(file);
+        // A hard link never replaces an existing file, unlike rename.
+        fs::hard_link(&tmp, &new)?;
+        fs::File::open(maildir.join("new"))?.sync_all()?;
+        Ok(new.clone())
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// One message as a POP3 session sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFile {
+    /// Stable across sessions: the file name up to the `:2,` flags (the Maildir unique name).
+    pub uid: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// The messages of the inbox (`new/` then `cur/`), oldest first by name.
+pub fn list_inbox(maildir: &Path) -> std::io::Result<Vec<MessageFile>> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let entries = match fs::read_dir(maildir.join(sub)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if !meta.is_file() {
+                continue;
+            }
+            let uid = name.split(':').next().unwrap_or(&name).to_owned();
+            out.push(MessageFile {
+                uid,
+                path: entry.path(),
+                size: meta.len(),
+            });
+        }
+    }
+    // The unique names begin with the delivery time, so this is (about) arrival order.
+    out.sort_by(|a, b| a.uid.cmp(&b.uid));
+    Ok(out)
+}
+
+/// Removes messages; one already gone (another reader removed it) is not an error.
+pub fn delete_messages(files: &[&MessageFile]) -> std::io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in files {
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(dir) = file.path.parent() {
+            dirs.insert(dir.to_owned());
+        }
+    }
+    for dir in dirs {
+        fs::File::open(&dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_then_list_then_delete() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("box");
+        create(&dir).unwrap();
+        let a = deliver(&dir, "mail.example.jp", b"Subject: a\r\n\r\n1\r\n").unwrap();
+        let b = deliver(&dir, "mail.example.jp", b"Subject: b\r\n\r\n22\r\n").unwrap();
+        assert!(a.starts_with(dir.join("new")) && b.exists());
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "tmp/ is left empty");
+        let list = list_inbox(&dir).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].size, 17);
+        assert_ne!(list[0].uid, list[1].uid);
+        assert_eq!(usage(&dir).unwrap(), Usage { messages: 2, bytes: 35 });
+        delete_messages(&[&list[0]]).unwrap();
+        assert_eq!(list_inbox(&dir).unwrap().len(), 1);
+        // Deleting what is already gone is fine.
+        delete_messages(&[&list[0]]).unwrap();
+    }
+}

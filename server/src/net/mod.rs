@@ -1,0 +1,4 @@
+//! Listeners and the drivers that join a protocol core to a tokio socket; `tls` makes the
+//! rustls configuration.
+
+pub mod tls;
