@@ -4,8 +4,10 @@
 //! defaults put the store in `./dirmail-data`. Relative paths in a file are relative to the
 //! file's own directory, so a configuration means the same whatever the working directory.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 /// Where the configuration came from; `set` edits this file in place.
@@ -20,7 +22,9 @@ pub struct Config {
     pub source: Source,
     pub store: StoreConfig,
     pub server: ServerConfig,
+    pub smtp: SmtpConfig,
     pub pop3: Pop3Config,
+    pub tls: TlsConfig,
     pub limits: Limits,
     pub quota: QuotaConfig,
     /// `[directory]`: Active Directory (SPEC §9). Present only when configured.
@@ -44,11 +48,54 @@ pub struct ServerConfig {
     pub logging: u8,
     /// Worker threads; 0 = as many as cores.
     pub threadcount: u32,
+    /// The address every listener binds to (loopback unless the administrator opens it).
+    pub listen_address: IpAddr,
+}
+
+/// A listener's port: 0 lets the system choose (the chosen one is printed at start); `None`
+/// turns the listener off.
+pub type Port = Option<u16>;
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// Relay/MX port (RFC 5321).
+    pub port: Port,
+    /// Submission (RFC 6409): AUTH required.
+    pub submission_port: Port,
+    /// Implicit TLS submission (RFC 8314).
+    pub smtps_port: Port,
+    /// R16: client networks allowed to relay without AUTH. Empty by default.
+    pub relay_networks: Vec<IpNet>,
+    pub max_message_size: u64,
+    /// An authenticated sender may use only its own addresses in MAIL FROM.
+    pub require_own_sender: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Pop3Config {
-    pub port: u16,
+    pub port: Port,
+    /// Implicit TLS POP3 (RFC 8314).
+    pub pop3s_port: Port,
+}
+
+/// Where a clear-text password may cross the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlaintextAuth {
+    /// Only inside TLS (the default).
+    Tls,
+    /// Inside TLS, or from a loopback client (labs, local scripts).
+    Loopback,
+    /// Everywhere: for labs only.
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// A PEM certificate chain and key; with neither, a self-signed certificate is made.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub plaintext_auth: PlaintextAuth,
 }
 
 /// The winpop socket settings: connection limits of the listeners.
@@ -97,6 +144,11 @@ fn default_retry_count() -> u32 {
 
 pub const DEFAULT_DATA_DIR: &str = "dirmail-data";
 pub const DEFAULT_POP3_PORT: u16 = 1110;
+pub const DEFAULT_POP3S_PORT: u16 = 1995;
+pub const DEFAULT_SMTP_PORT: u16 = 2525;
+pub const DEFAULT_SUBMISSION_PORT: u16 = 2587;
+pub const DEFAULT_SMTPS_PORT: u16 = 2465;
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
 pub const DEFAULT_QUOTA: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_LIMITS: Limits = Limits {
     socket_backlog: 128,
@@ -114,7 +166,11 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    smtp: RawSmtp,
+    #[serde(default)]
     pop3: RawPop3,
+    #[serde(default)]
+    tls: RawTls,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -135,12 +191,49 @@ struct RawServer {
     hostname: Option<String>,
     logging: Option<u8>,
     threadcount: Option<u32>,
+    listen_address: Option<IpAddr>,
+}
+
+/// A port in the file: a number (0: the system chooses) or `false` (the listener is off).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(u16),
+    Enabled(bool),
+}
+
+fn port(raw: Option<RawPort>, default: u16) -> Port {
+    match raw {
+        None | Some(RawPort::Enabled(true)) => Some(default),
+        Some(RawPort::Number(n)) => Some(n),
+        Some(RawPort::Enabled(false)) => None,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    port: Option<RawPort>,
+    submission_port: Option<RawPort>,
+    smtps_port: Option<RawPort>,
+    relay_networks: Option<Vec<String>>,
+    max_message_size: Option<String>,
+    require_own_sender: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPop3 {
-    port: Option<u16>,
+    port: Option<RawPort>,
+    pop3s_port: Option<RawPort>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    plaintext_auth: Option<PlaintextAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +347,46 @@ impl Config {
             }
             None => DEFAULT_QUOTA,
         };
+        let mut relay_networks = Vec::new();
+        for text in raw.smtp.relay_networks.unwrap_or_default() {
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(format!(
+                        "smtp.relay_networks: {text:?} is not a network such as 192.0.2.0/24"
+                    ))
+                })?;
+            relay_networks.push(net);
+        }
+        let max_message_size = match raw.smtp.max_message_size {
+            Some(text) => {
+                parse_size(&text).map_err(|e| invalid(format!("smtp.max_message_size: {e}")))?
+            }
+            None => DEFAULT_MAX_MESSAGE_SIZE,
+        };
+        let smtp = SmtpConfig {
+            port: port(raw.smtp.port, DEFAULT_SMTP_PORT),
+            submission_port: port(raw.smtp.submission_port, DEFAULT_SUBMISSION_PORT),
+            smtps_port: port(raw.smtp.smtps_port, DEFAULT_SMTPS_PORT),
+            relay_networks,
+            max_message_size,
+            require_own_sender: raw.smtp.require_own_sender.unwrap_or(true),
+        };
+        let pop3 = Pop3Config {
+            port: port(raw.pop3.port, DEFAULT_POP3_PORT),
+            pop3s_port: port(raw.pop3.pop3s_port, DEFAULT_POP3S_PORT),
+        };
+        if raw.tls.cert_file.is_some() != raw.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls.cert_file and tls.key_file go together: give both or neither".into(),
+            ));
+        }
+        let tls = TlsConfig {
+            cert_file: raw.tls.cert_file.map(|p| base.join(p)),
+            key_file: raw.tls.key_file.map(|p| base.join(p)),
+            plaintext_auth: raw.tls.plaintext_auth.unwrap_or(PlaintextAuth::Tls),
+        };
         if let Some(dir) = &raw.directory {
             if !(dir.url.starts_with("ldaps://") || dir.url.starts_with("ldap://")) {
                 return Err(invalid(format!(
@@ -269,10 +402,14 @@ impl Config {
                 hostname,
                 logging,
                 threadcount: raw.server.threadcount.unwrap_or(0),
+                listen_address: raw
+                    .server
+                    .listen_address
+                    .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             },
-            pop3: Pop3Config {
-                port: raw.pop3.port.unwrap_or(DEFAULT_POP3_PORT),
-            },
+            smtp,
+            pop3,
+            tls,
             limits,
             quota: QuotaConfig { default_limit },
             directory: raw.directory,
@@ -376,8 +513,32 @@ logging = 2
 # Worker threads; 0 = as many as cores.
 threadcount = 0
 
+# Every listener binds to this address. Keep loopback until the server is meant to be reached.
+# listen_address = "127.0.0.1"
+
+[smtp]
+# A port of 0 lets the system choose (printed at start); false turns the listener off.
+port = 2525               # relay/MX (RFC 5321)
+submission_port = 2587    # submission, AUTH required (RFC 6409)
+smtps_port = 2465         # submission over implicit TLS (RFC 8314)
+# Client networks allowed to relay without AUTH (R16). Empty: only authenticated users relay.
+relay_networks = []
+max_message_size = "25MB"
+# An authenticated sender may use only its own address in MAIL FROM.
+require_own_sender = true
+
 [pop3]
 port = 1110
+pop3s_port = 1995         # implicit TLS (RFC 8314)
+
+[tls]
+# A PEM certificate chain and its key. With neither, a self-signed certificate is made at
+# first start and kept in <data_dir>/tls/.
+# cert_file = "/etc/dirmail/cert.pem"
+# key_file = "/etc/dirmail/key.pem"
+# Where clear-text passwords may be sent: "tls" (only inside TLS), "loopback" (also from
+# this machine), "always" (labs only).
+plaintext_auth = "tls"
 
 [limits]
 # Connection limits of the listeners (winpop's socket settings).
@@ -416,7 +577,9 @@ mod tests {
             c.store.mailroot,
             Path::new("/etc/dirmail/dirmail-data/mail")
         );
-        assert_eq!(c.pop3.port, 1110);
+        assert_eq!(c.pop3.port, Some(1110));
+        assert_eq!(c.smtp.port, Some(2525));
+        assert_eq!(c.tls.plaintext_auth, PlaintextAuth::Tls);
         assert_eq!(c.quota.default_limit, 100 << 20);
         assert!(c.directory.is_none());
     }

@@ -29,8 +29,15 @@ fn r3_holds_under_concurrent_adds() {
         .into_iter()
         .map(|c| c.expect("run dirmail").status.code().unwrap_or(-1))
         .collect();
-    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "exit codes {codes:?}");
-    assert!(codes.iter().all(|c| *c == 0 || *c == 3), "exit codes {codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| **c == 0).count(),
+        1,
+        "exit codes {codes:?}"
+    );
+    assert!(
+        codes.iter().all(|c| *c == 0 || *c == 3),
+        "exit codes {codes:?}"
+    );
 }
 
 /// R2: an `add DOMAIN` racing `set authentication` never leaves a domain under a method that
@@ -44,6 +51,8 @@ fn r2_holds_under_concurrent_domain_add_and_method_change() {
                 .args(args)
                 .current_dir(s.path())
                 .env_remove("DIRMAIL_CONFIG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("spawn dirmail")
         };

@@ -8,7 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use common::Scratch;
 
 fn mode(path: &std::path::Path) -> u32 {
-    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[test]
@@ -31,7 +35,10 @@ fn permissions_and_maildirs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 message(s)"));
     let out = s.expect(3, &["delete", "example.jp"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 mailbox(es) holding 1 message(s)"));
-    assert!(maildir.join("new/1.test").exists(), "a refusal changes nothing");
+    assert!(
+        maildir.join("new/1.test").exists(),
+        "a refusal changes nothing"
+    );
     s.expect(0, &["delete", "example.jp", "--force"]);
     assert!(!s.mailroot().join("example.jp").exists());
     // The local account outlives its mailbox unless --delete-user was given.
@@ -85,5 +92,8 @@ fn a_wrong_key_names_the_key_and_the_file() {
     std::fs::write(s.path().join("dirmail.toml"), "[server]\nhostnme = \"x\"\n").expect("write");
     let out = s.expect(2, &["list"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("hostnme") && err.contains("dirmail.toml"), "{err}");
+    assert!(
+        err.contains("hostnme") && err.contains("dirmail.toml"),
+        "{err}"
+    );
 }

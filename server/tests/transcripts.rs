@@ -18,7 +18,12 @@ fn local_tour() {
             &["get", "authentication"],
             &["add", "example.jp"],
             &["add", "example.com"],
-            &["add", "user05@example.jp", "/createuser", "MYSECRETPASSWORD"],
+            &[
+                "add",
+                "user05@example.jp",
+                "/createuser",
+                "MYSECRETPASSWORD"
+            ],
             &["add", "user05@example.com", "--create-user", "Other-Pass1"],
             &["add", "nobody@example.jp"],
             &["list"],
@@ -66,7 +71,13 @@ fn json_answers() {
         &s,
         &[
             &["--json", "add", "example.jp"],
-            &["--json", "add", "a@example.jp", "--create-user", "Pass-word1"],
+            &[
+                "--json",
+                "add",
+                "a@example.jp",
+                "--create-user",
+                "Pass-word1"
+            ],
             &["--json", "add", "bad_name@example.jp"],
             &["--json", "get", "mailbox-layout"],
             &["--json", "set", "mailbox-layout", "shared"],

@@ -26,7 +26,10 @@ pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
     let password = password_arg(password, "the password")?;
     match login::check(ctx.store.conn(), &ctx.store.mailroot, &login, &password)? {
         LoginOutcome::Accepted(mailbox) => Ok(Outcome::new(
-            format!("Login accepted: {login} is the mailbox {}.", mailbox.address),
+            format!(
+                "Login accepted: {login} is the mailbox {}.",
+                mailbox.address
+            ),
             json!({ "login": login, "mailbox": mailbox.address.to_string() }),
         )),
         LoginOutcome::Locked { rule, mailbox } => {

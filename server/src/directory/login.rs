@@ -48,7 +48,10 @@ impl RefusalReason {
 }
 
 /// Resolves `login` (`name@domain`, or a bare name under R8) to its mailbox, if any.
-pub fn resolve(conn: &Connection, login: &str) -> Result<Result<MailboxRow, RefusalReason>, DirectoryError> {
+pub fn resolve(
+    conn: &Connection,
+    login: &str,
+) -> Result<Result<MailboxRow, RefusalReason>, DirectoryError> {
     let max = r11_max_name_len(store::auth_method(conn)?);
     let found = if login.contains('@') {
         match Address::parse(login, max) {

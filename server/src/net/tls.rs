@@ -52,13 +52,18 @@ pub fn ensure_self_signed(paths: &CertPaths, hostname: &str) -> Result<bool, Tls
     }
     let mut names = vec![hostname.to_owned(), "localhost".into()];
     names.dedup();
-    let mut params = rcgen::CertificateParams::new(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().map_err(|_| TlsError::Generate("address".into()))?));
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress("::1".parse().map_err(|_| TlsError::Generate("address".into()))?));
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(
+        "127.0.0.1"
+            .parse()
+            .map_err(|_| TlsError::Generate("address".into()))?,
+    ));
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(
+        "::1"
+            .parse()
+            .map_err(|_| TlsError::Generate("address".into()))?,
+    ));
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, hostname);
@@ -107,12 +112,13 @@ pub fn server_config(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
         return Err(read_err(&paths.cert, &"no certificate in the file"));
     }
     let key = PrivateKeyDer::from_pem_file(&paths.key).map_err(|e| read_err(&paths.key, &e))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(Arc::new(config))
 }
 
@@ -129,7 +135,10 @@ mod tests {
         assert!(!ensure_self_signed(&paths, "mail.example.jp").unwrap());
         assert_eq!(first, fs::read(&paths.cert).unwrap());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         server_config(&paths).unwrap();
     }
 }

@@ -258,12 +258,22 @@ mod tests {
         let a = deliver(&dir, "mail.example.jp", b"Subject: a\r\n\r\n1\r\n").unwrap();
         let b = deliver(&dir, "mail.example.jp", b"Subject: b\r\n\r\n22\r\n").unwrap();
         assert!(a.starts_with(dir.join("new")) && b.exists());
-        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "tmp/ is left empty");
+        assert_eq!(
+            fs::read_dir(dir.join("tmp")).unwrap().count(),
+            0,
+            "tmp/ is left empty"
+        );
         let list = list_inbox(&dir).unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].size, 17);
         assert_ne!(list[0].uid, list[1].uid);
-        assert_eq!(usage(&dir).unwrap(), Usage { messages: 2, bytes: 35 });
+        assert_eq!(
+            usage(&dir).unwrap(),
+            Usage {
+                messages: 2,
+                bytes: 35
+            }
+        );
         delete_messages(&[&list[0]]).unwrap();
         assert_eq!(list_inbox(&dir).unwrap().len(), 1);
         // Deleting what is already gone is fine.
