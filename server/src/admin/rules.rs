@@ -141,6 +141,24 @@ pub fn r11_max_name_len(method: AuthMethod) -> usize {
     }
 }
 
+/// R12: the mailbox that receives `postmaster@` a domain: its administrator mailbox when one is
+/// set, else the first mailbox created in it.
+pub fn r12_postmaster(
+    conn: &Connection,
+    domain: &store::DomainRow,
+) -> Result<Option<MailboxRow>, StoreError> {
+    if let Some(admin) = &domain.admin_mailbox {
+        let address = Address {
+            name: MailboxName::unvalidated(admin.clone()),
+            domain: domain.name.clone(),
+        };
+        if let Some(row) = store::find_mailbox(conn, &address)? {
+            return Ok(Some(row));
+        }
+    }
+    store::first_mailbox_of(conn, domain.id)
+}
+
 /// R14: while a domain is locked, a single mailbox of it cannot be unlocked.
 pub fn r14_unlock_inside_locked_domain(mailbox: &MailboxRow) -> Result<(), AdminError> {
     if mailbox.domain_locked {

@@ -334,3 +334,14 @@ pub fn set_mailbox_quota(
     )?;
     Ok(())
 }
+
+/// The mailbox with the lowest id in a domain: the first one created (R12's fallback).
+pub fn first_mailbox_of(conn: &Connection, domain_id: i64) -> Result<Option<MailboxRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("{MAILBOX_SELECT} WHERE m.domain_id = ?1 ORDER BY m.id LIMIT 1"),
+            [domain_id],
+            mailbox_row,
+        )
+        .optional()?)
+}

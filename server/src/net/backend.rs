@@ -1,0 +1,226 @@
+//! The driver side of the protocol cores' requests: logins, recipient lookups, delivery and
+//! mailbox access, answered from the store. Everything here blocks (SQLite, argon2, fsync), so
+//! the drivers call it through `spawn_blocking`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::admin::rules::{r11_max_name_len, r12_postmaster, r15_quota_admits};
+use crate::config::Config;
+use crate::directory::login::{self, LoginOutcome};
+use crate::names::{Address, DomainName, MailboxName, Secret};
+use crate::store::{self, MailboxRow, Store, StoreError, maildir};
+
+/// Shared by every connection of a running server.
+pub struct Backend {
+    pub config: Arc<Config>,
+    /// Open stores to reuse; SQLite connections are cheap but not free to open.
+    pool: Mutex<Vec<Store>>,
+    /// R20: mailboxes (by id) held by a POP3 session.
+    pop3_holders: Mutex<HashSet<i64>>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
+
+/// What a recipient address is to this server.
+#[derive(Debug, Clone)]
+pub enum RecipientVerdict {
+    /// A local mailbox: where its Maildir is and what its quota leaves (R15).
+    Local {
+        mailbox: MailboxRow,
+        maildir: PathBuf,
+        quota_left: Option<u64>,
+    },
+    /// A local domain without that mailbox (R17).
+    LocalUnknown,
+    /// Not one of our domains.
+    NotLocal,
+}
+
+/// How one delivery went (R15, R18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// A recipient's quota cannot take the message whole: nothing was delivered.
+    QuotaExceeded(String),
+    /// The disk is full: nothing was delivered.
+    DiskFull,
+    Failed(String),
+}
+
+impl Backend {
+    pub fn open(config: Arc<Config>) -> Result<Backend, StoreError> {
+        let store = Store::open(&config.store)?;
+        Ok(Backend {
+            config,
+            pool: Mutex::new(vec![store]),
+            pop3_holders: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> Result<T, StoreError> {
+        let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+        let mut store = match pooled {
+            Some(store) => store,
+            None => Store::open(&self.config.store)?,
+        };
+        let value = f(&mut store);
+        if let Ok(mut pool) = self.pool.lock() {
+            if pool.len() < 8 {
+                pool.push(store);
+            }
+        }
+        Ok(value)
+    }
+
+    /// A clear-text login (PLAIN, LOGIN, USER/PASS).
+    pub fn login(&self, login_name: &str, password: &Secret) -> Result<LoginOutcome, String> {
+        self.with_store(|store| {
+            login::check(store.conn(), &store.mailroot.clone(), login_name, password)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The addresses an authenticated mailbox may send as (its own; aliases arrive later).
+    pub fn own_addresses(&self, mailbox: &MailboxRow) -> Vec<String> {
+        vec![mailbox.address.to_string()]
+    }
+
+    /// Looks a recipient up: a local mailbox, a local domain without it, or elsewhere. R12:
+    /// `postmaster@<local domain>` (and a bare `postmaster`) always resolve to a mailbox.
+    pub fn check_recipient(&self, local_part: &str, domain: Option<&str>) -> Result<RecipientVerdict, String> {
+        self.with_store(|store| -> Result<RecipientVerdict, StoreError> {
+            let conn = store.conn();
+            let method = store::auth_method(conn)?;
+            let layout = store::layout(conn)?;
+            let domain_row = match domain {
+                Some(d) => match DomainName::parse(d) {
+                    Ok(name) => match store::find_domain(conn, &name)? {
+                        Some(row) => row,
+                        None => return Ok(RecipientVerdict::NotLocal),
+                    },
+                    Err(_) => return Ok(RecipientVerdict::NotLocal),
+                },
+                None if local_part.eq_ignore_ascii_case("postmaster") => {
+                    match store::domains(conn)?.into_iter().next() {
+                        Some(row) => row,
+                        None => return Ok(RecipientVerdict::LocalUnknown),
+                    }
+                }
+                None => return Ok(RecipientVerdict::NotLocal),
+            };
+            let address = MailboxName::parse(local_part, r11_max_name_len(method))
+                .ok()
+                .map(|name| Address {
+                    name,
+                    domain: domain_row.name.clone(),
+                });
+            let mut mailbox = match &address {
+                Some(a) => store::find_mailbox(conn, a)?,
+                None => None,
+            };
+            if mailbox.is_none() && local_part.eq_ignore_ascii_case("postmaster") {
+                mailbox = r12_postmaster(conn, &domain_row)?;
+            }
+            let Some(mailbox) = mailbox else {
+                return Ok(RecipientVerdict::LocalUnknown);
+            };
+            let maildir = layout.maildir(&store.mailroot, &mailbox.address);
+            let quota_left = match mailbox.quota_bytes {
+                Some(limit) => Some(limit.saturating_sub(maildir::usage(&maildir)?.bytes)),
+                None => None,
+            };
+            Ok(RecipientVerdict::Local {
+                mailbox,
+                maildir,
+                quota_left,
+            })
+        })
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())
+    }
+
+    /// R15 then R18: checks every recipient's quota against the whole message first, so
+    /// nothing is delivered in part; then writes one durable copy per recipient.
+    pub fn deliver(&self, recipients: &[(MailboxRow, PathBuf)], message: &[u8]) -> DeliveryOutcome {
+        for (mailbox, dir) in recipients {
+            let used = match maildir::usage(dir) {
+                Ok(u) => u.bytes,
+                Err(e) => return DeliveryOutcome::Failed(e.to_string()),
+            };
+            if !r15_quota_admits(mailbox.quota_bytes, used, message.len() as u64) {
+                return DeliveryOutcome::QuotaExceeded(mailbox.address.to_string());
+            }
+        }
+        let mut written = Vec::new();
+        for (_, dir) in recipients {
+            match maildir::deliver(dir, &self.config.server.hostname, message) {
+                Ok(path) => written.push(path),
+                Err(e) => {
+                    // All or nothing: take back the copies already made, then say why.
+                    for path in &written {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return if is_disk_full(&e) {
+                        DeliveryOutcome::DiskFull
+                    } else {
+                        DeliveryOutcome::Failed(e.to_string())
+                    };
+                }
+            }
+        }
+        DeliveryOutcome::Delivered
+    }
+
+    /// R20: takes the mailbox for one POP3 session; `None` when another session holds it.
+    pub fn hold_pop3(self: &Arc<Self>, mailbox_id: i64) -> Option<Pop3Hold> {
+        let mut holders = self.pop3_holders.lock().ok()?;
+        if !holders.insert(mailbox_id) {
+            return None;
+        }
+        Some(Pop3Hold {
+            backend: Arc::clone(self),
+            mailbox_id,
+        })
+    }
+
+    /// Where a mailbox's Maildir is.
+    pub fn maildir_of(&self, mailbox: &MailboxRow) -> Result<PathBuf, String> {
+        self.with_store(|store| {
+            store::layout(store.conn()).map(|layout| layout.maildir(&store.mailroot, &mailbox.address))
+        })
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
+/// A POP3 session's hold on a mailbox (R20), released when dropped, so a dropped connection
+/// frees it too.
+pub struct Pop3Hold {
+    backend: Arc<Backend>,
+    mailbox_id: i64,
+}
+
+impl std::fmt::Debug for Pop3Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pop3Hold").field("mailbox_id", &self.mailbox_id).finish()
+    }
+}
+
+impl Drop for Pop3Hold {
+    fn drop(&mut self) {
+        if let Ok(mut holders) = self.backend.pop3_holders.lock() {
+            holders.remove(&self.mailbox_id);
+        }
+    }
+}
