@@ -2,4 +2,6 @@
 //! rustls configuration.
 
 pub mod backend;
+pub mod conn;
+pub mod throttle;
 pub mod tls;
