@@ -1,1 +1,24 @@
-//! The SMTP session core (SPEC §6), arriving with the SMTP/POP3 issue.
+//! The SMTP session core (SPEC §6): a sans-IO [`Session`] that turns the client's bytes into
+//! [`Event`]s (replies to write, [`Request`]s for the driver, `StartTls`, `Close`).
+//!
+//! - `command.rs`: lines to [`Command`]s, parsed by `smtp-proto`.
+//! - `address.rs`: envelope paths kept verbatim and the relay rule R16.
+//! - `data.rs`: the DATA reader (R19).
+//! - `reply.rs`: every reply, with its enhanced status code.
+//! - `session.rs`: the state machine.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod reply;
+pub mod session;
+#[cfg(test)]
+mod tests;
+
+pub use address::{ForwardPath, RcptAddress, RcptDecision, RouteForm, decide_recipient};
+pub use command::Command;
+pub use reply::{Reply, Status};
+pub use session::{
+    AnswerError, Config, Delivery, Event, Listener, ReceivedHeader, Recipient, RecipientLookup,
+    Request, Response, Session, Target,
+};
