@@ -108,6 +108,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// Run the mail server (SMTP, submission, POP3, with TLS) until Ctrl-C or SIGTERM.
+    Serve,
     /// Write a commented dirmail.toml and create an empty store.
     Init {
         /// Overwrite an existing dirmail.toml.
@@ -160,6 +162,7 @@ const VERBS: &[&str] = &[
     "account",
     "auth",
     "init",
+    "serve",
 ];
 
 /// Rewrites winpop spellings into the modern ones. Only the switches winpop knows are touched,

@@ -159,6 +159,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return code;
         }
     };
+    if matches!(cli.command, Command::Serve) {
+        return match Config::discover(cli.config.as_deref()) {
+            Ok(config) => crate::net::serve_main(config),
+            Err(e) => {
+                eprintln!("dirmail: {e}");
+                2
+            }
+        };
+    }
     let json = cli.json;
     match run(cli) {
         Ok(outcome) => {
@@ -234,15 +243,11 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         Command::Set { property, values } => property::set(&mut ctx, &property, &values),
         Command::Account { command } => account::run(&mut ctx, command),
         Command::Auth { command } => auth_test::run(&ctx, command),
-        Command::Init { .. } => unreachable_init(),
+        // Both are handled before a store is opened for an administrative command.
+        Command::Init { .. } | Command::Serve => Err(AdminError::Usage(
+            "init and serve do not run as administrative commands".into(),
+        )),
     }
-}
-
-// `init` is handled before a store is opened; this arm only satisfies the match.
-fn unreachable_init() -> Result<Outcome, AdminError> {
-    Err(AdminError::Usage(
-        "init runs before the store is opened".into(),
-    ))
 }
 
 /// Parses `DOMAIN` or `NAME@DOMAIN` as the verbs that take either do.

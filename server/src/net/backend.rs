@@ -224,3 +224,12 @@ impl Drop for Pop3Hold {
         }
     }
 }
+
+impl Backend {
+    /// `sparequired 1`: clear-text logins are refused (SPEC §7).
+    pub fn spa_required(&self) -> Result<bool, String> {
+        self.with_store(|store| store::spa_required(store.conn()))
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())
+    }
+}
