@@ -66,6 +66,7 @@ impl Reply {
     /// The reply as it goes on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
+            Reply::Ok(text) if text.is_empty() => b"+OK\r\n".to_vec(),
             Reply::Ok(text) => format!("+OK {text}\r\n").into_bytes(),
             Reply::Err(None, text) => format!("-ERR {text}\r\n").into_bytes(),
             Reply::Err(Some(code), text) => format!("-ERR {code} {text}\r\n").into_bytes(),

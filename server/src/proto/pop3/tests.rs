@@ -270,7 +270,7 @@ fn a_whole_session_with_dele_rset_and_quit() {
     h.cmd("DELE 2").expect("+OK");
     h.cmd("RETR 0").is("-ERR no such message\r\n");
     h.cmd("RETR 3").is("-ERR no such message\r\n");
-    h.cmd("NOOP").is("+OK \r\n");
+    h.cmd("NOOP").is("+OK\r\n");
     h.cmd("QUIT")
         .is("+OK pop.example.jp POP3 server signing off (1 messages left)\r\n");
     assert!(h.closed);
