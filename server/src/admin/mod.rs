@@ -1,4 +1,2 @@
 //! The administration tool.
-pub fn main(_args: Vec<std::ffi::OsString>) -> i32 {
-    2
-}
+pub fn main(_args: Vec<std::ffi::OsString>) -> i32 { 2 }
