@@ -94,7 +94,11 @@ impl Backend {
 
     /// Looks a recipient up: a local mailbox, a local domain without it, or elsewhere. R12:
     /// `postmaster@<local domain>` (and a bare `postmaster`) always resolve to a mailbox.
-    pub fn check_recipient(&self, local_part: &str, domain: Option<&str>) -> Result<RecipientVerdict, String> {
+    pub fn check_recipient(
+        &self,
+        local_part: &str,
+        domain: Option<&str>,
+    ) -> Result<RecipientVerdict, String> {
         self.with_store(|store| -> Result<RecipientVerdict, StoreError> {
             let conn = store.conn();
             let method = store::auth_method(conn)?;
@@ -193,7 +197,8 @@ impl Backend {
     /// Where a mailbox's Maildir is.
     pub fn maildir_of(&self, mailbox: &MailboxRow) -> Result<PathBuf, String> {
         self.with_store(|store| {
-            store::layout(store.conn()).map(|layout| layout.maildir(&store.mailroot, &mailbox.address))
+            store::layout(store.conn())
+                .map(|layout| layout.maildir(&store.mailroot, &mailbox.address))
         })
         .and_then(|r| r)
         .map_err(|e| e.to_string())
@@ -213,7 +218,9 @@ pub struct Pop3Hold {
 
 impl std::fmt::Debug for Pop3Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pop3Hold").field("mailbox_id", &self.mailbox_id).finish()
+        f.debug_struct("Pop3Hold")
+            .field("mailbox_id", &self.mailbox_id)
+            .finish()
     }
 }
 

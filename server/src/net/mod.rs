@@ -3,11 +3,11 @@
 
 pub mod backend;
 pub mod conn;
+pub mod pop3;
+pub mod server;
 pub mod smtp;
 pub mod throttle;
 pub mod tls;
-pub mod pop3;
-pub mod server;
 
 use std::sync::Arc;
 
@@ -68,13 +68,14 @@ async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -93,7 +94,9 @@ fn init_logging(level: u8) {
         _ => "debug",
     };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("dirmail={filter}")))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "dirmail={filter}"
+        )))
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

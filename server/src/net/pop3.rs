@@ -15,7 +15,9 @@ use super::server::{Service, Shared, stopped};
 use super::smtp::{flush, plaintext_allowed_before_tls, sleep_until};
 use crate::auth::{Credentials, Proof};
 use crate::directory::login::LoginOutcome;
-use crate::proto::pop3::session::{Config as SessionConfig, Event, MessageInfo, Request, Response, Session};
+use crate::proto::pop3::session::{
+    Config as SessionConfig, Event, MessageInfo, Request, Response, Session,
+};
 use crate::store::{MailboxRow, maildir};
 
 /// What the driver keeps beside the core: who logged in, the hold and the snapshot.
@@ -28,7 +30,12 @@ struct Maildrop {
 
 /// Serves one POP3 connection. A dropped connection deletes nothing (R20): deletions happen
 /// only when the core asks for a `Commit` at QUIT.
-pub async fn serve(service: Service, tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+pub async fn serve(
+    service: Service,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
     let mut conn = Conn::Plain(tcp);
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
@@ -103,7 +110,12 @@ pub async fn serve(service: Service, tcp: TcpStream, peer: SocketAddr, shared: A
     }
 }
 
-async fn answer(shared: &Arc<Shared>, peer: SocketAddr, request: Request, state: &mut Maildrop) -> Response {
+async fn answer(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    request: Request,
+    state: &mut Maildrop,
+) -> Response {
     match request {
         Request::Authenticate(credentials) => authenticate(shared, peer, credentials, state).await,
         Request::OpenMailbox { .. } => open(shared, peer, state).await,
@@ -126,9 +138,10 @@ async fn answer(shared: &Arc<Shared>, peer: SocketAddr, request: Request, state:
                 .filter(|f| delete.contains(&f.uid))
                 .cloned()
                 .collect();
-            let result =
-                tokio::task::spawn_blocking(move || maildir::delete_messages(&doomed.iter().collect::<Vec<_>>()))
-                    .await;
+            let result = tokio::task::spawn_blocking(move || {
+                maildir::delete_messages(&doomed.iter().collect::<Vec<_>>())
+            })
+            .await;
             // The hold goes with the session either way.
             state.hold = None;
             match result {
@@ -151,14 +164,26 @@ async fn answer(shared: &Arc<Shared>, peer: SocketAddr, request: Request, state:
     }
 }
 
-async fn authenticate(shared: &Arc<Shared>, peer: SocketAddr, credentials: Credentials, state: &mut Maildrop) -> Response {
-    let Credentials { authzid, username, proof } = credentials;
+async fn authenticate(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    credentials: Credentials,
+    state: &mut Maildrop,
+) -> Response {
+    let Credentials {
+        authzid,
+        username,
+        proof,
+    } = credentials;
     let Proof::Password(password) = proof else {
         // APOP and CRAM-MD5 need the separate mail secret (SPEC §10), which no account has yet.
         tracing::info!(%peer, user = %username, reason = "no mail secret for a digest login", "pop3 login refused");
         return refuse(shared, peer).await;
     };
-    if authzid.as_deref().is_some_and(|z| !z.eq_ignore_ascii_case(&username)) {
+    if authzid
+        .as_deref()
+        .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
+    {
         tracing::info!(%peer, user = %username, reason = "asked to act as another identity", "pop3 login refused");
         return refuse(shared, peer).await;
     }

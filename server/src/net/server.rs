@@ -180,7 +180,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn accept_loop(bound: Bound, shared: Arc<Shared>, limit: Arc<Semaphore>, alive: mpsc::Sender<()>) {
+async fn accept_loop(
+    bound: Bound,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    alive: mpsc::Sender<()>,
+) {
     let mut stopping = shared.stopping.clone();
     loop {
         let accepted = tokio::select! {
@@ -228,7 +233,9 @@ async fn handle(service: Service, tcp: TcpStream, peer: SocketAddr, shared: Arc<
 async fn refuse_busy(service: Service, mut tcp: TcpStream) {
     use tokio::io::AsyncWriteExt;
     let line: &[u8] = match service {
-        Service::Smtp | Service::Submission => b"421 4.7.0 Too many connections, try again later\r\n",
+        Service::Smtp | Service::Submission => {
+            b"421 4.7.0 Too many connections, try again later\r\n"
+        }
         Service::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
         // Implicit TLS: nothing can be said before the handshake.
         Service::Smtps | Service::Pop3s => b"",

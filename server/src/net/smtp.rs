@@ -48,7 +48,12 @@ fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> Sessio
 
 /// Serves one SMTP connection until the client quits, the session closes it, or the server
 /// stops (then idle sessions get `421`; a delivery under way finishes first).
-pub async fn serve(service: Service, tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+pub async fn serve(
+    service: Service,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
     let mut conn = Conn::Plain(tcp);
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
@@ -136,15 +141,27 @@ async fn answer(
         Request::CheckRecipient(address) => {
             let (local_part, domain) = match &address {
                 RcptAddress::Postmaster => ("postmaster".to_owned(), None),
-                RcptAddress::Mailbox { local_part, domain } => (local_part.clone(), Some(domain.clone())),
+                RcptAddress::Mailbox { local_part, domain } => {
+                    (local_part.clone(), Some(domain.clone()))
+                }
             };
             let backend = Arc::clone(&shared.backend);
-            let verdict = tokio::task::spawn_blocking(move || backend.check_recipient(&local_part, domain.as_deref())).await;
+            let verdict = tokio::task::spawn_blocking(move || {
+                backend.check_recipient(&local_part, domain.as_deref())
+            })
+            .await;
             match verdict {
-                Ok(Ok(RecipientVerdict::Local { mailbox, maildir, quota_left })) => {
+                Ok(Ok(RecipientVerdict::Local {
+                    mailbox,
+                    maildir,
+                    quota_left,
+                })) => {
                     let key = mailbox.id.to_string();
                     locals.insert(key.clone(), (mailbox, maildir));
-                    Response::Local { mailbox: key, quota_left }
+                    Response::Local {
+                        mailbox: key,
+                        quota_left,
+                    }
                 }
                 Ok(Ok(RecipientVerdict::LocalUnknown)) => Response::LocalUnknown,
                 Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
@@ -162,14 +179,25 @@ async fn answer(
     }
 }
 
-async fn authenticate(shared: &Arc<Shared>, peer: SocketAddr, credentials: Credentials) -> Response {
-    let Credentials { authzid, username, proof } = credentials;
+async fn authenticate(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    credentials: Credentials,
+) -> Response {
+    let Credentials {
+        authzid,
+        username,
+        proof,
+    } = credentials;
     let Proof::Password(password) = proof else {
         // CRAM-MD5 needs the separate mail secret (SPEC §10), which no account has yet.
         tracing::info!(%peer, user = %username, reason = "no mail secret for a digest mechanism", "smtp login refused");
         return refuse_login(shared, peer).await;
     };
-    if authzid.as_deref().is_some_and(|z| !z.eq_ignore_ascii_case(&username)) {
+    if authzid
+        .as_deref()
+        .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
+    {
         tracing::info!(%peer, user = %username, reason = "asked to act as another identity", "smtp login refused");
         return refuse_login(shared, peer).await;
     }
@@ -319,7 +347,10 @@ mod tests {
     fn dates() {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_328_182);
         assert_eq!(rfc5322_date(at), "Sun, 22 Nov 2026 06:16:22 +0000");
-        assert_eq!(rfc5322_date(std::time::UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(std::time::UNIX_EPOCH),
+            "Thu, 1 Jan 1970 00:00:00 +0000"
+        );
         let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
     }

@@ -67,13 +67,21 @@ mod tests {
         assert_eq!(t.failed(a, now), Duration::from_millis(250));
         assert_eq!(t.failed(a, now), Duration::from_millis(500));
         assert_eq!(t.failed(a, now), Duration::from_secs(1));
-        assert_eq!(t.failed(b, now), Duration::from_millis(250), "others are not slowed");
+        assert_eq!(
+            t.failed(b, now),
+            Duration::from_millis(250),
+            "others are not slowed"
+        );
         for _ in 0..20 {
             t.failed(a, now);
         }
         assert_eq!(t.failed(a, now), MAX_DELAY);
         t.succeeded(a);
         assert_eq!(t.failed(a, now), Duration::from_millis(250));
-        assert_eq!(t.failed(b, now + FORGET_AFTER), Duration::from_millis(250), "forgiven");
+        assert_eq!(
+            t.failed(b, now + FORGET_AFTER),
+            Duration::from_millis(250),
+            "forgiven"
+        );
     }
 }

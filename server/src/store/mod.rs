@@ -336,7 +336,10 @@ pub fn set_mailbox_quota(
 }
 
 /// The mailbox with the lowest id in a domain: the first one created (R12's fallback).
-pub fn first_mailbox_of(conn: &Connection, domain_id: i64) -> Result<Option<MailboxRow>, StoreError> {
+pub fn first_mailbox_of(
+    conn: &Connection,
+    domain_id: i64,
+) -> Result<Option<MailboxRow>, StoreError> {
     Ok(conn
         .query_row(
             &format!("{MAILBOX_SELECT} WHERE m.domain_id = ?1 ORDER BY m.id LIMIT 1"),

@@ -792,3 +792,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn implicit_tls_port_requires_auth() {
+    let mut port465 = config();
+    port465.listener = Listener::ImplicitTls;
+    let mut h = Harness::with(port465, peer(), true);
+    h.cmd("EHLO c")
+        .contains("AUTH PLAIN LOGIN")
+        .lacks("STARTTLS");
+    h.cmd("MAIL FROM:<user@example.jp>").expect("530 5.7.0");
+    h.cmd("AUTH LOGIN").expect("334");
+    h.cmd(&"A".repeat(5000)).expect("500 5.5.6");
+    h.cmd(&format!(
+        "AUTH PLAIN {}",
+        encode("\0user@example.jp\0secret")
+    ))
+    .expect("235 2.7.0");
+    h.cmd("MAIL FROM:<user@example.jp>").expect("250 2.1.0");
+    h.cmd("RCPT TO:<x@elsewhere.example>").expect("250 2.1.5");
+    h.cmd("DATA").expect("354");
+    h.send(b"Subject: out\r\n\r\nhi\r\n.\r\n")
+        .expect("250 2.0.0");
+    assert_eq!(h.driver.deliveries[0].received.protocol, "ESMTPSA");
+}
