@@ -9,11 +9,11 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -351,9 +351,14 @@ struct Output {
     status: Option<ExitStatus>,
     stdout: String,
     stderr: String,
+    /// It left processes behind that kept its output open; they were killed.
+    stray: bool,
 }
 
 /// Runs `command` with `stdin` (or none), collecting its output; kills it after `timeout`.
+///
+/// The command runs in a process group of its own, so that whatever it starts can be killed
+/// with it: a background process holding the output pipes would otherwise hang the runner.
 fn execute(mut command: Command, stdin: Option<String>, timeout: Duration) -> io::Result<Output> {
     command
         .stdin(if stdin.is_some() {
@@ -362,43 +367,83 @@ fn execute(mut command: Command, stdin: Option<String>, timeout: Duration) -> io
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let deadline = Instant::now() + timeout;
     let mut child = command.spawn()?;
+    let group = child.id();
     // Writer and readers on their own threads, so a child that fills one pipe while we
-    // wait on another cannot deadlock the run.
-    let writer = child.stdin.take().zip(stdin).map(|(mut pipe, data)| {
-        thread::spawn(move || {
-            // A child that exits without reading its input is judged on its output.
-            let _ = pipe.write_all(data.as_bytes());
-        })
-    });
-    let stdout = child.stdout.take().map(read_all);
-    let stderr = child.stderr.take().map(read_all);
-    let status = wait_until(&mut child, Instant::now() + timeout)?;
-    if let Some(writer) = writer {
-        let _ = writer.join();
+    // wait on another cannot deadlock the run. The writer is never joined: a child that
+    // exits without reading its input is judged on its output, and the write then fails.
+    if let Some((mut pipe, data)) = child.stdin.take().zip(stdin) {
+        thread::spawn(move || pipe.write_all(data.as_bytes()));
     }
-    let collect = |reader: Option<thread::JoinHandle<Vec<u8>>>| {
-        let bytes = reader.and_then(|r| r.join().ok()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
+    let (done, finished) = mpsc::channel();
+    let stdout = Capture::start(child.stdout.take(), done.clone());
+    let stderr = Capture::start(child.stderr.take(), done);
+    let status = wait_until(&mut child, group, deadline)?;
+
+    // The pipes close when every process holding them has gone. Give stragglers a moment,
+    // then kill the group and take what was read.
+    let mut open = 2;
+    let mut wait_for_pipes = |until: Instant| {
+        while open > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            match finished.recv_timeout(left) {
+                Ok(()) => open -= 1,
+                Err(_) => break,
+            }
+        }
+        open
     };
+    let grace = Duration::from_secs(1);
+    let stray = wait_for_pipes(Instant::now() + grace) > 0;
+    if stray {
+        kill_group(group);
+        wait_for_pipes(Instant::now() + grace);
+    }
     Ok(Output {
         status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+        stray,
     })
 }
 
-fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+/// One output pipe, read to its end on a thread of its own; what was read so far stays
+/// available even if the end never comes.
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    fn start(pipe: Option<impl Read + Send + 'static>, done: mpsc::Sender<()>) -> Capture {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&bytes);
+        thread::spawn(move || {
+            if let Some(mut pipe) = pipe {
+                let mut chunk = [0; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    lock(&sink).extend_from_slice(&chunk[..n]);
+                }
+            }
+            let _ = done.send(());
+        });
+        Capture(bytes)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.0)).into_owned()
+    }
 }
 
-/// Waits for `child`, polling so the deadline can be kept; kills it when the deadline passes.
-fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits for `child`, polling so the deadline can be kept; when it passes, kills the child's
+/// whole process group.
+fn wait_until(child: &mut Child, group: u32, deadline: Instant) -> io::Result<Option<ExitStatus>> {
     // Most administration commands finish in milliseconds: poll often at first.
     let mut pause = Duration::from_millis(1);
     loop {
@@ -407,7 +452,9 @@ fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitSta
         }
         let now = Instant::now();
         if now >= deadline {
-            child.kill()?;
+            kill_group(group);
+            // In case `sh` could not do it.
+            let _ = child.kill();
             child.wait()?;
             return Ok(None);
         }
@@ -416,9 +463,28 @@ fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitSta
     }
 }
 
+/// Sends SIGKILL to every process of `group`. Through `sh`'s `kill`, since std has no safe way
+/// to signal a process group and this crate has no `unsafe`.
+fn kill_group(group: u32) {
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            "kill -KILL \"-$1\" 2>/dev/null",
+            "sh",
+            &group.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Every expectation of `expect` that `output` does not meet.
 fn check_output(expect: &Expect, output: &Output, timeout: Duration) -> Vec<String> {
     let mut problems = Vec::new();
+    if output.stray {
+        problems.push("left processes running that held its output open; they were killed".into());
+    }
     let Some(status) = output.status else {
         problems.push(format!(
             "did not finish within {} s and was killed",
@@ -483,6 +549,7 @@ mod tests {
             status: Some(ExitStatus::from_raw(code << 8)),
             stdout: stdout.into(),
             stderr: stderr.into(),
+            stray: false,
         }
     }
 
@@ -543,6 +610,7 @@ mod tests {
             status: None,
             stdout: String::new(),
             stderr: String::new(),
+            stray: false,
         };
         assert_eq!(
             check_output(&expect(), &killed, Duration::from_secs(1)),
@@ -565,5 +633,35 @@ mod tests {
         let out = execute(sleeper, None, Duration::from_millis(200)).unwrap();
         assert!(out.status.is_none());
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn processes_left_behind_are_killed() {
+        // A shell that hangs in a child: the timeout must take the child too.
+        let mut hang = Command::new("sh");
+        hang.args(["-c", "echo started; sleep 30; echo never"]);
+        let start = Instant::now();
+        let out = execute(hang, None, Duration::from_millis(300)).unwrap();
+        assert!(out.status.is_none());
+        assert_eq!(out.stdout, "started\n");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // A command that exits but leaves a process holding its output.
+        let mut leak = Command::new("sh");
+        leak.args(["-c", "sleep 30 & echo done"]);
+        let start = Instant::now();
+        let out = execute(leak, None, Duration::from_millis(300)).unwrap();
+        assert_eq!(out.status.and_then(|s| s.code()), Some(0));
+        assert_eq!(out.stdout, "done\n");
+        assert!(out.stray);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

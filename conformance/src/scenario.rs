@@ -21,7 +21,7 @@ pub struct Scenario {
     /// The file it came from, for messages.
     pub path: PathBuf,
     pub title: String,
-    /// SPEC.md rules covered, each `R<number>`.
+    /// SPEC.md rules covered, each `R<number>` or a section `§<n>[.<n>…]`.
     pub rules: Vec<String>,
     /// The seed passage the scenario replays.
     pub seed: String,
@@ -216,16 +216,21 @@ fn non_empty(key: &str, value: String) -> Result<String, String> {
     }
 }
 
-/// `R` then a number without leading zeros: `R3`, `R27`.
+/// A numbered rule, `R` then a number without leading zeros (`R3`, `R27`), or, for behaviour
+/// SPEC.md states without a number, its section (`§5`, `§5.3`).
 fn check_rule(rule: &str) -> Result<(), String> {
-    let well_formed = rule.strip_prefix('R').is_some_and(|n| {
-        !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())
-    });
+    let number =
+        |n: &str| !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = match (rule.strip_prefix('R'), rule.strip_prefix('§')) {
+        (Some(n), _) => number(n),
+        (_, Some(section)) => section.split('.').all(number),
+        _ => false,
+    };
     if well_formed {
         Ok(())
     } else {
         Err(format!(
-            "rule `{rule}` is not of the form R<number>, e.g. R3"
+            "rule `{rule}` is neither R<number> (R3) nor a SPEC section (§5.3)"
         ))
     }
 }
@@ -245,6 +250,16 @@ fn check_relative_path(path: &str) -> Result<(), String> {
         ))
     } else {
         Ok(())
+    }
+}
+
+/// A TOML table or array is the expected value itself; a TOML string is JSON text, which is
+/// how a scenario states what TOML cannot spell, such as `null`.
+fn json_expectation(value: Value) -> Result<Value, String> {
+    match value {
+        Value::String(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("`json` is a string, so it must be JSON text, but: {e}")),
+        other => Ok(other),
     }
 }
 
@@ -357,7 +372,7 @@ impl RawStep {
                     stdout_contains: self.stdout_contains.unwrap_or_default(),
                     stderr: self.stderr,
                     stderr_contains: self.stderr_contains.unwrap_or_default(),
-                    json: self.json,
+                    json: self.json.map(json_expectation).transpose()?,
                 },
             }));
         }
@@ -503,6 +518,17 @@ put = { path = "a/b/1.test", text = "Subject: x\r\n\r\nhi\r\n" }
     }
 
     #[test]
+    fn json_may_be_written_as_json_text() {
+        let s = parse("[[step]]\nrun = \"x\"\njson = '{\"ok\": false, \"rule\": null}'\n").unwrap();
+        let Step::Run(run) = &s.steps[0] else {
+            panic!("not a run step");
+        };
+        assert_eq!(run.expect.json, Some(json!({"ok": false, "rule": null})));
+        let err = parse("[[step]]\nrun = \"x\"\njson = '{ok = true}'\n").unwrap_err();
+        assert!(err.contains("JSON text"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = parse("[[step]]\nrun = \"x\"\nstdot = \"typo\"\n").unwrap_err();
         assert!(err.contains("stdot"), "{err}");
@@ -520,7 +546,15 @@ put = { path = "a/b/1.test", text = "Subject: x\r\n\r\nhi\r\n" }
                 .unwrap_err()
                 .contains("rules")
         );
-        for bad in ["r3", "R", "R03", "R3a", "3"] {
+        for good in ["R3", "R27", "§5", "§5.3"] {
+            assert!(
+                with(&format!(
+                    "title = \"t\"\nrules = [\"{good}\"]\nseed = \"s\"\n"
+                ))
+                .is_ok()
+            );
+        }
+        for bad in ["r3", "R", "R03", "R3a", "3", "§", "§5.", "§05", "§a"] {
             let err = with(&format!(
                 "title = \"t\"\nrules = [\"{bad}\"]\nseed = \"s\"\n"
             ))

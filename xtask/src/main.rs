@@ -1,2 +1,180 @@
-//! xtask: project automation.
-fn main() {}
+//! xtask: project automation, run as `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
+//!
+//! - `conformance [ARGS…]`: build `dirmail`, then replay `fixtures/scenarios/` against it.
+//! - `ci`: the gate `.ci/run` ends in: fmt, clippy, tests, conformance, in that order,
+//!   stopping at the first failure.
+//! - `tidy`: the conventions test, `xtask/tests/tidy.rs`.
+//!
+//! Every task runs cargo from the workspace root, so it works from any directory.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  conformance [FILTER] [ARGS…]  build dirmail and run the conformance scenarios
+                                (ARGS go to the runner: --jobs N, --timeout SECS, …)
+  ci                            fmt, clippy, tests and conformance: what .ci/run checks
+  tidy                          the conventions test (//! docs, no todo!)";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = env::args_os().skip(1).collect();
+    let task = args.first().and_then(|a| a.to_str()).unwrap_or("help");
+    let result = match task {
+        "conformance" => Workspace::locate().and_then(|ws| ws.conformance(&args[1..])),
+        "ci" => Workspace::locate().and_then(|ws| ws.ci()),
+        "tidy" => {
+            Workspace::locate().and_then(|ws| ws.cargo(&["test", "-p", "xtask", "--test", "tidy"]))
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("xtask: unknown task {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(Status(0)) => ExitCode::SUCCESS,
+        Ok(Status(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit code of a task, passed on as ours so callers see what the tool said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Status(i32);
+
+impl Status {
+    fn ok(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Where the workspace and its build output are.
+struct Workspace {
+    root: PathBuf,
+    /// `CARGO_TARGET_DIR` made absolute, else `<root>/target`.
+    target: PathBuf,
+    /// The cargo that started us, so a toolchain chosen by rustup stays chosen.
+    cargo: OsString,
+}
+
+impl Workspace {
+    fn locate() -> Result<Workspace> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask is not inside a workspace")?
+            .to_owned();
+        let target = match env::var_os("CARGO_TARGET_DIR") {
+            // Cargo reads a relative CARGO_TARGET_DIR from its working directory; ours may
+            // differ from the root the tasks run in, so pin it down once.
+            Some(dir) => env::current_dir()
+                .context("cannot read the current directory")?
+                .join(dir),
+            None => root.join("target"),
+        };
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        Ok(Workspace {
+            root,
+            target,
+            cargo,
+        })
+    }
+
+    /// Runs `cargo ARGS` in the workspace root.
+    fn cargo<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Status> {
+        let mut command = Command::new(&self.cargo);
+        command
+            .args(args)
+            .current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", &self.target);
+        let status = command
+            .status()
+            .with_context(|| format!("cannot run {}", self.cargo.to_string_lossy()))?;
+        // A signal has no code: report it as a plain failure.
+        Ok(Status(status.code().unwrap_or(1)))
+    }
+
+    /// `cargo build -p dirmail`, then the runner on that binary.
+    fn conformance(&self, runner_args: &[OsString]) -> Result<Status> {
+        let built = self.cargo(&["build", "-p", "dirmail"])?;
+        if !built.ok() {
+            return Ok(built);
+        }
+        let dirmail = self.target.join("debug").join("dirmail");
+        if !dirmail.is_file() {
+            bail!("cargo built dirmail, but there is no {}", dirmail.display());
+        }
+        let mut args: Vec<OsString> = ["run", "-q", "-p", "conformance", "--", "--dirmail"]
+            .map(OsString::from)
+            .into();
+        args.push(dirmail.into());
+        args.push("--out".into());
+        args.push(self.target.join("conformance").into());
+        args.extend(runner_args.iter().cloned());
+        self.cargo(&args)
+    }
+
+    /// The gate. One step after another, each announced, stopping at the first failure.
+    fn ci(&self) -> Result<Status> {
+        let start = Instant::now();
+        type Task<'a> = Box<dyn Fn() -> Result<Status> + 'a>;
+        let steps: [(&str, Task); 4] = [
+            (
+                "cargo fmt --all -- --check",
+                Box::new(|| self.cargo(&["fmt", "--all", "--", "--check"])),
+            ),
+            (
+                "cargo clippy --workspace --all-targets -- -D warnings",
+                Box::new(|| {
+                    self.cargo(&[
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ])
+                }),
+            ),
+            (
+                "cargo test --workspace",
+                Box::new(|| self.cargo(&["test", "--workspace"])),
+            ),
+            (
+                "cargo xtask conformance",
+                Box::new(|| self.conformance(&[])),
+            ),
+        ];
+        for (i, (title, step)) in steps.iter().enumerate() {
+            println!("\n==> [{}/{}] {title}", i + 1, steps.len());
+            let status = step()?;
+            if !status.ok() {
+                eprintln!(
+                    "\nci: FAILED at `{title}` (exit {}) after {:.1} s",
+                    status.0,
+                    start.elapsed().as_secs_f64()
+                );
+                return Ok(status);
+            }
+        }
+        println!(
+            "\nci: all {} steps passed in {:.1} s",
+            steps.len(),
+            start.elapsed().as_secs_f64()
+        );
+        Ok(Status(0))
+    }
+}
