@@ -98,6 +98,7 @@ fn init_logging(level: u8) {
             "dirmail={filter}"
         )))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
