@@ -65,3 +65,76 @@ impl Scratch {
         out
     }
 }
+
+/// A running `dirmail serve`, stopped (SIGTERM, then waited for) when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// Listener name (`smtp`, `submission`, `smtps`, `pop3`, `pop3s`) to its port.
+    pub ports: std::collections::HashMap<String, u16>,
+    pub stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `dirmail serve` in `dir` and waits for its `ready` line.
+    pub fn start(dir: &Path) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dirmail"))
+            .arg("serve")
+            .current_dir(dir)
+            .env_remove("DIRMAIL_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start dirmail serve");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ports = std::collections::HashMap::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx.recv_timeout(left).expect("dirmail serve printed `ready` in time");
+            if line.starts_with("ready") {
+                break;
+            }
+            let mut words = line.split_whitespace();
+            if let (Some(name), Some(addr)) = (words.next(), words.next()) {
+                if let Ok(addr) = addr.parse::<std::net::SocketAddr>() {
+                    ports.insert(name.to_owned(), addr.port());
+                }
+            }
+        }
+        Server {
+            child,
+            ports,
+            stdout: rx,
+        }
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        *self.ports.get(name).unwrap_or_else(|| panic!("no {name} listener in {:?}", self.ports))
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
