@@ -387,13 +387,13 @@ impl Config {
             key_file: raw.tls.key_file.map(|p| base.join(p)),
             plaintext_auth: raw.tls.plaintext_auth.unwrap_or(PlaintextAuth::Tls),
         };
-        if let Some(dir) = &raw.directory {
-            if !(dir.url.starts_with("ldaps://") || dir.url.starts_with("ldap://")) {
-                return Err(invalid(format!(
-                    "directory.url {:?} must start with ldaps:// or ldap:// (with StartTLS)",
-                    dir.url
-                )));
-            }
+        if let Some(dir) = &raw.directory
+            && !(dir.url.starts_with("ldaps://") || dir.url.starts_with("ldap://"))
+        {
+            return Err(invalid(format!(
+                "directory.url {:?} must start with ldaps:// or ldap:// (with StartTLS)",
+                dir.url
+            )));
         }
         Ok(Config {
             source,
@@ -488,7 +488,7 @@ pub fn format_size(bytes: u64) -> String {
         ("KB", 1 << 10),
     ];
     for (name, factor) in UNITS {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{name}", bytes / factor);
         }
     }

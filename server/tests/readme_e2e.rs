@@ -24,7 +24,10 @@ fn readme_tour_sends_and_reads_mail() {
     assert_eq!(server.port("pop3"), 1110);
 
     s.expect(0, &["add", "example.jp"]);
-    s.expect(0, &["add", "alice@example.jp", "--create-user", "Alice-pw1"]);
+    s.expect(
+        0,
+        &["add", "alice@example.jp", "--create-user", "Alice-pw1"],
+    );
     s.expect(0, &["add", "bob@example.jp", "--create-user", "Bob-pw1"]);
 
     let cert_path = s.path().join("dirmail-data/tls/cert.pem");
@@ -37,15 +40,22 @@ fn readme_tour_sends_and_reads_mail() {
     let mailer = SmtpTransport::builder_dangerous("127.0.0.1")
         .port(server.port("submission"))
         .tls(Tls::Required(tls))
-        .credentials(Credentials::new("alice@example.jp".into(), "Alice-pw1".into()))
+        .credentials(Credentials::new(
+            "alice@example.jp".into(),
+            "Alice-pw1".into(),
+        ))
         .build();
     let email = Message::builder()
         .from("Alice <alice@example.jp>".parse::<Mailbox>().expect("from"))
         .to("Bob <bob@example.jp>".parse::<Mailbox>().expect("to"))
         .subject("Lunch")
-        .body(String::from("Noodles at noon?\n.\nA line that was a lone dot.\n"))
+        .body(String::from(
+            "Noodles at noon?\n.\nA line that was a lone dot.\n",
+        ))
         .expect("message");
-    mailer.send(&email).expect("lettre sends with STARTTLS and AUTH");
+    mailer
+        .send(&email)
+        .expect("lettre sends with STARTTLS and AUTH");
 
     // Python's poplib: STLS, USER/PASS, STAT, RETR, then QUIT without deleting.
     let script = r#"
@@ -67,10 +77,17 @@ p.quit()
         .output()
         .expect("python3 runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "poplib: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "poplib: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.starts_with("1\n"), "one message: {text}");
     assert!(text.contains("Subject: Lunch"), "{text}");
-    assert!(text.contains("Noodles at noon?\n.\nA line that was a lone dot."), "{text}");
+    assert!(
+        text.contains("Noodles at noon?\n.\nA line that was a lone dot."),
+        "{text}"
+    );
     assert!(text.contains("with ESMTPSA"), "{text}");
 
     // curl over POP3 with STLS required: list, then the message itself.

@@ -70,10 +70,10 @@ impl Backend {
             None => Store::open(&self.config.store)?,
         };
         let value = f(&mut store);
-        if let Ok(mut pool) = self.pool.lock() {
-            if pool.len() < 8 {
-                pool.push(store);
-            }
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < 8
+        {
+            pool.push(store);
         }
         Ok(value)
     }

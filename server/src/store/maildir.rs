@@ -125,11 +125,12 @@ fn folder_usage(dir: &Path) -> Result<Usage, StoreError> {
             Err(e) => return Err(io_context(format!("cannot read {}", path.display()))(e)),
         };
         for entry in entries.flatten() {
-            if let Ok(meta) = entry.metadata() {
-                if meta.is_file() && !entry.file_name().to_string_lossy().starts_with('.') {
-                    total.messages += 1;
-                    total.bytes += meta.len();
-                }
+            if let Ok(meta) = entry.metadata()
+                && meta.is_file()
+                && !entry.file_name().to_string_lossy().starts_with('.')
+            {
+                total.messages += 1;
+                total.bytes += meta.len();
             }
         }
     }

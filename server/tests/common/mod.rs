@@ -100,15 +100,17 @@ impl Server {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx.recv_timeout(left).expect("dirmail serve printed `ready` in time");
+            let line = rx
+                .recv_timeout(left)
+                .expect("dirmail serve printed `ready` in time");
             if line.starts_with("ready") {
                 break;
             }
             let mut words = line.split_whitespace();
-            if let (Some(name), Some(addr)) = (words.next(), words.next()) {
-                if let Ok(addr) = addr.parse::<std::net::SocketAddr>() {
-                    ports.insert(name.to_owned(), addr.port());
-                }
+            if let (Some(name), Some(addr)) = (words.next(), words.next())
+                && let Ok(addr) = addr.parse::<std::net::SocketAddr>()
+            {
+                ports.insert(name.to_owned(), addr.port());
             }
         }
         Server {
@@ -119,7 +121,10 @@ impl Server {
     }
 
     pub fn port(&self, name: &str) -> u16 {
-        *self.ports.get(name).unwrap_or_else(|| panic!("no {name} listener in {:?}", self.ports))
+        *self
+            .ports
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} listener in {:?}", self.ports))
     }
 
     /// Sends SIGTERM and waits; returns the exit code.
