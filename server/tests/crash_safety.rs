@@ -23,7 +23,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % below
     }
 }
@@ -36,7 +39,9 @@ fn reply(reader: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         if line.len() >= 4 && line.as_bytes()[3] == b' ' {
-            return line[..3].parse().map_err(|_| std::io::ErrorKind::InvalidData.into());
+            return line[..3]
+                .parse()
+                .map_err(|_| std::io::ErrorKind::InvalidData.into());
         }
     }
 }
@@ -44,9 +49,12 @@ fn reply(reader: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
 /// The message body for `id`: long enough to take a few writes, with a trailer that proves it
 /// arrived whole.
 fn body(id: &str) -> String {
-    let mut text = format!("From: sender@example.jp\r\nTo: bob@example.jp\r\nSubject: {id}\r\n\r\n");
+    let mut text =
+        format!("From: sender@example.jp\r\nTo: bob@example.jp\r\nSubject: {id}\r\n\r\n");
     for i in 0..200 {
-        text.push_str(&format!("line {i:04} of {id} .........................................\r\n"));
+        text.push_str(&format!(
+            "line {i:04} of {id} .........................................\r\n"
+        ));
     }
     text.push_str(&format!("END-{id}\r\n"));
     text
@@ -144,7 +152,12 @@ fn acknowledged_mail_survives_sigkill() {
             let id = text
                 .lines()
                 .find_map(|l| l.strip_prefix("Subject: "))
-                .unwrap_or_else(|| panic!("{} has no Subject: half-written (seed {seed})", path.display()))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} has no Subject: half-written (seed {seed})",
+                        path.display()
+                    )
+                })
                 .to_owned();
             assert_eq!(
                 text,
@@ -156,9 +169,17 @@ fn acknowledged_mail_survives_sigkill() {
         }
     }
     let acknowledged = acknowledged.lock().expect("lock");
-    assert!(acknowledged.len() > ROUNDS, "the clients got some mail through ({})", acknowledged.len());
+    assert!(
+        acknowledged.len() > ROUNDS,
+        "the clients got some mail through ({})",
+        acknowledged.len()
+    );
     for id in acknowledged.iter() {
-        assert_eq!(copies.get(id), Some(&1), "{id} was acknowledged: exactly one copy (seed {seed})");
+        assert_eq!(
+            copies.get(id),
+            Some(&1),
+            "{id} was acknowledged: exactly one copy (seed {seed})"
+        );
     }
     for (id, n) in &copies {
         assert_eq!(*n, 1, "{id} is there {n} times (seed {seed})");
@@ -166,7 +187,10 @@ fn acknowledged_mail_survives_sigkill() {
     // The store opens cleanly and counts what is there.
     let out = s.expect(0, &["--json", "stat"]);
     let stat: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(stat["total"]["messages"].as_u64(), Some(copies.len() as u64));
+    assert_eq!(
+        stat["total"]["messages"].as_u64(),
+        Some(copies.len() as u64)
+    );
     eprintln!(
         "crash_safety: {} rounds, {} acknowledged, {} in the mailbox (unacknowledged but whole: {})",
         ROUNDS,
