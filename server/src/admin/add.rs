@@ -57,6 +57,7 @@ fn add_mailbox(
     password: Option<crate::names::Secret>,
 ) -> Result<Outcome, AdminError> {
     let mailroot = ctx.store.mailroot.clone();
+    let ad = super::ad_of(&ctx.ad)?;
     let spa_name = ctx.store.write(|tx| {
         let method = store::auth_method(tx)?;
         let layout = store::layout(tx)?;
@@ -74,7 +75,7 @@ fn add_mailbox(
         r5_passwd_file_needs_create_user(method, password.is_some())?;
 
         let dir = layout.maildir(&mailroot, address);
-        let directory = Directory::open(method, tx, dir.clone())?;
+        let directory = Directory::open(method, tx, dir.clone(), ad)?;
         match &password {
             Some(_) if directory.account_exists(address)? => {
                 return Err(AdminError::state(format!(
@@ -108,7 +109,7 @@ fn add_mailbox(
             return Err(e.into());
         }
         // R6: the directory gives an SPA account name only where SPA is offered.
-        Ok(directory.spa_account_name(address))
+        Ok(directory.spa_account_name(address)?)
     })?;
     let hostname = ctx.config.server.hostname.clone();
     let mut text = format!(

@@ -24,7 +24,13 @@ pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
         }
     };
     let password = password_arg(password, "the password")?;
-    match login::check(ctx.store.conn(), &ctx.store.mailroot, &login, &password)? {
+    match login::check(
+        ctx.store.conn(),
+        &ctx.store.mailroot,
+        super::ad_of(&ctx.ad)?,
+        &login,
+        &password,
+    )? {
         LoginOutcome::Accepted(mailbox) => Ok(Outcome::new(
             format!(
                 "Login accepted: {login} is the mailbox {}.",

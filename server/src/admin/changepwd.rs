@@ -11,6 +11,7 @@ use crate::store;
 pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome, AdminError> {
     let password = password_arg(password, "the new password")?;
     let mailroot = ctx.store.mailroot.clone();
+    let ad = super::ad_of(&ctx.ad)?;
     ctx.store.write(|tx| {
         let method = store::auth_method(tx)?;
         let address = Address::parse(address, r11_max_name_len(method))?;
@@ -20,7 +21,7 @@ pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome
             )));
         }
         let dir = store::layout(tx)?.maildir(&mailroot, &address);
-        let changed = Directory::open(method, tx, dir)?.change_password(&address, &password)?;
+        let changed = Directory::open(method, tx, dir, ad)?.change_password(&address, &password)?;
         if !changed {
             return Err(AdminError::state(format!(
                 "The mailbox {address} has no account to change the password of."

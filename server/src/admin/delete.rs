@@ -119,6 +119,7 @@ fn delete_mailbox(
     force: bool,
 ) -> Result<Outcome, AdminError> {
     let mailroot = ctx.store.mailroot.clone();
+    let ad = super::ad_of(&ctx.ad)?;
     let mut aside = SetAside(Vec::new());
     let result = ctx.store.write(|tx| {
         let Some(row) = store::find_mailbox(tx, address)? else {
@@ -136,7 +137,7 @@ fn delete_mailbox(
         let account_deleted = match method {
             // R5: the password record lives in the directory that is about to go.
             AuthMethod::PasswdFile => true,
-            _ if delete_user => Directory::open(method, tx, dir.clone())?.delete_account(address)?,
+            _ if delete_user => Directory::open(method, tx, dir.clone(), ad)?.delete_account(address)?,
             _ => false,
         };
         aside.push(dir)?;

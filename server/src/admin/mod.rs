@@ -26,7 +26,8 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 use crate::config::{Config, ConfigError};
-use crate::directory::DirectoryError;
+use crate::directory::ad::AdDirectory;
+use crate::directory::{AdError, DirectoryError};
 use crate::names::NameError;
 use crate::store::{Store, StoreError};
 use cli::{Cli, Command};
@@ -109,7 +110,10 @@ impl From<DirectoryError> for AdminError {
     fn from(e: DirectoryError) -> Self {
         match e {
             DirectoryError::Store(s) => s.into(),
-            DirectoryError::AdNotAvailable => AdminError::state(e.to_string()),
+            DirectoryError::AdNotConfigured => AdminError::state(e.to_string()),
+            DirectoryError::Ad(AdError::Refused { message }) => AdminError::refused("R25", message),
+            DirectoryError::Ad(e @ AdError::Config(_)) => AdminError::Usage(e.to_string()),
+            DirectoryError::Ad(e) => AdminError::Failed(e.to_string()),
         }
     }
 }
@@ -136,11 +140,24 @@ impl Outcome {
     }
 }
 
-/// What every verb gets: the configuration and the open store.
+/// What every verb gets: the configuration, the open store, and the Active Directory when
+/// `[directory]` is configured (its settings checked, not yet contacted).
 #[derive(Debug)]
 pub struct Context {
     pub config: Config,
     pub store: Store,
+    pub ad: Option<Result<AdDirectory, String>>,
+}
+
+/// The configured Active Directory: `None` when `[directory]` is absent, an error (exit 2)
+/// when its settings cannot work. A free function over the field, so a verb can hold it while
+/// it writes to the store.
+pub fn ad_of(ad: &Option<Result<AdDirectory, String>>) -> Result<Option<&AdDirectory>, AdminError> {
+    match ad {
+        None => Ok(None),
+        Some(Ok(ad)) => Ok(Some(ad)),
+        Some(Err(e)) => Err(AdminError::Usage(e.clone())),
+    }
 }
 
 /// Runs the tool with `args` (the program name first) and returns the exit code.
@@ -218,7 +235,11 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
     }
     let config = Config::discover(cli.config.as_deref())?;
     let store = Store::open(&config.store)?;
-    let mut ctx = Context { config, store };
+    let ad = config
+        .directory
+        .as_ref()
+        .map(|d| AdDirectory::new(d).map_err(|e| e.to_string()));
+    let mut ctx = Context { config, store, ad };
     match cli.command {
         Command::Add {
             target,
@@ -238,7 +259,9 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
             quota::create_quota_file(&mut ctx, &address, user.as_deref())
         }
         Command::Quota { address, limit } => quota::set_limit(&mut ctx, &address, &limit),
-        Command::Migratetoad { address, .. } => migratetoad::run(&ctx, &address),
+        Command::Migratetoad { address, password } => {
+            migratetoad::run(&mut ctx, &address, password)
+        }
         Command::Get { property } => property::get(&ctx, property.as_deref()),
         Command::Set { property, values } => property::set(&mut ctx, &property, &values),
         Command::Account { command } => account::run(&mut ctx, command),

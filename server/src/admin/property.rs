@@ -6,10 +6,12 @@ use std::path::Path;
 use serde_json::{Value, json};
 use toml_edit::DocumentMut;
 
-use super::rules::{r2_change_only_without_domains, r6_spa_required_allowed};
+use super::rules::{
+    r2_change_only_without_domains, r6_spa_required_allowed, r22_switch_to_ad_allowed,
+};
 use super::{AdminError, Context, Outcome};
 use crate::config::{Config, Source};
-use crate::directory::AuthMethod;
+use crate::directory::{AuthMethod, DirectoryError};
 use crate::store::{self, Layout};
 
 /// Where a property lives: the store, or a `[table] key` of dirmail.toml.
@@ -206,7 +208,8 @@ pub fn set(ctx: &mut Context, name: &str, values: &[String]) -> Result<Outcome, 
 }
 
 fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Outcome, AdminError> {
-    let has_directory = ctx.config.directory.is_some();
+    let ad = super::ad_of(&ctx.ad)?;
+    let mut notes = Vec::new();
     let outcome_value = ctx.store.write(|tx| match name {
         "authentication" => {
             let method = AuthMethod::parse(value).ok_or_else(|| {
@@ -217,13 +220,22 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
             if method == store::auth_method(tx)? {
                 return Ok(json!(method.as_str()));
             }
-            r2_change_only_without_domains(tx, "authentication method")?;
             if method == AuthMethod::Ad {
-                return Err(AdminError::state(if has_directory {
-                    "set authentication ad needs the Active Directory account source, which this build of dirmail does not have yet."
-                } else {
-                    "set authentication ad needs [directory] configured in dirmail.toml (the Active Directory to use)."
-                }));
+                let Some(ad) = ad else {
+                    return Err(AdminError::state(
+                        "set authentication ad needs [directory] configured in dirmail.toml (the Active Directory to use).",
+                    ));
+                };
+                r22_switch_to_ad_allowed(tx)?;
+                ad.check_reachable().map_err(DirectoryError::from)?;
+                if ad.r23_ensure_mail_group().map_err(DirectoryError::from)? {
+                    notes.push(format!(
+                        "Created the mail group {} in Active Directory (R23).",
+                        ad.config().mail_group
+                    ));
+                }
+            } else {
+                r2_change_only_without_domains(tx, "authentication method")?;
             }
             r6_spa_required_allowed(method, store::spa_required(tx)?).map_err(|_| {
                 AdminError::refused(
@@ -260,8 +272,13 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
         }
         _ => Err(AdminError::Usage(format!("{name} is not kept in the store"))),
     })?;
+    let mut text = String::from("Property successfully set.");
+    for note in &notes {
+        text.push('\n');
+        text.push_str(note);
+    }
     Ok(Outcome::new(
-        "Property successfully set.",
+        text,
         json!({ "property": name, "value": outcome_value, "restart_needed": false }),
     ))
 }

@@ -35,6 +35,27 @@ pub fn r2_change_only_without_domains(conn: &Connection, what: &str) -> Result<(
     Ok(())
 }
 
+/// R22: going further than the seeds, `set authentication ad` is allowed with domains present
+/// once every mailbox has its Active Directory user (`migratetoad`), and keeps all mail.
+/// Otherwise R2 holds.
+pub fn r22_switch_to_ad_allowed(conn: &Connection) -> Result<(), AdminError> {
+    let domains = store::domain_count(conn)?;
+    if domains == 0 {
+        return Ok(());
+    }
+    let waiting = store::mailboxes_not_ad_linked(conn)?;
+    if waiting == 0 {
+        return Ok(());
+    }
+    let verb = if domains == 1 { "exists" } else { "exist" };
+    Err(AdminError::refused(
+        "R2",
+        format!(
+            "The authentication method can be changed only when no e-mail domains exist ({domains} {verb}). Delete every domain first, or move every mailbox to Active Directory with `dirmail migratetoad NAME@DOMAIN` ({waiting} still to go) (R22)."
+        ),
+    ))
+}
+
 /// R3: under `local`, a mailbox name is unique across all domains.
 pub fn r3_local_name_unique(
     conn: &Connection,

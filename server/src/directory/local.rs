@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Verdict, password};
+use super::{RefusalReason, Verdict, password};
 use crate::names::Secret;
 use crate::store::{StoreError, now_unix};
 
@@ -92,9 +92,9 @@ impl<'a> LocalAccounts<'a> {
             )
             .optional()?;
         Ok(match stored {
-            None => Verdict::UnknownUser,
+            None => Verdict::Refused(RefusalReason::UnknownUser),
             Some(hash) if password::verify(pass, &hash) => Verdict::Accepted,
-            Some(_) => Verdict::BadPassword,
+            Some(_) => Verdict::Refused(RefusalReason::BadPassword),
         })
     }
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::{Directory, DirectoryError, Verdict};
+pub use super::RefusalReason;
+use super::{AdDirectory, Directory, DirectoryError, Verdict};
 use crate::admin::rules::{r8_resolve_bare_login, r11_max_name_len};
 use crate::names::{Address, MailboxName, Secret};
 use crate::store::{self, MailboxRow};
@@ -23,28 +24,6 @@ pub enum LoginOutcome {
     },
     /// Wrong credentials, told apart for the log only.
     Refused(RefusalReason),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalReason {
-    UnknownUser,
-    /// R8: a bare name that names more than one mailbox.
-    AmbiguousBareName,
-    NoAccount,
-    BadPassword,
-}
-
-impl RefusalReason {
-    pub fn describe(self) -> &'static str {
-        match self {
-            RefusalReason::UnknownUser => "unknown user",
-            RefusalReason::AmbiguousBareName => {
-                "the bare name names more than one mailbox; log in as name@domain"
-            }
-            RefusalReason::NoAccount => "the mailbox has no account",
-            RefusalReason::BadPassword => "bad password",
-        }
-    }
 }
 
 /// Resolves `login` (`name@domain`, or a bare name under R8) to its mailbox, if any.
@@ -73,10 +52,12 @@ pub fn resolve(
     Ok(found.ok_or(RefusalReason::UnknownUser))
 }
 
-/// Checks a clear-text login against the store whose mail root is `mailroot`.
+/// Checks a clear-text login against the store whose mail root is `mailroot`, with `ad` the
+/// configured Active Directory when there is one.
 pub fn check(
     conn: &Connection,
     mailroot: &Path,
+    ad: Option<&AdDirectory>,
     login: &str,
     password: &Secret,
 ) -> Result<LoginOutcome, DirectoryError> {
@@ -86,10 +67,13 @@ pub fn check(
     };
     let method = store::auth_method(conn)?;
     let dir = store::layout(conn)?.maildir(mailroot, &mailbox.address);
-    match Directory::open(method, conn, dir)?.verify(&mailbox.address, password)? {
+    match Directory::open(method, conn, dir, ad)?.verify(&mailbox.address, password)? {
         Verdict::Accepted => {}
-        Verdict::UnknownUser => return Ok(LoginOutcome::Refused(RefusalReason::NoAccount)),
-        Verdict::BadPassword => return Ok(LoginOutcome::Refused(RefusalReason::BadPassword)),
+        // The mailbox exists, so an account that does not is a missing account.
+        Verdict::Refused(RefusalReason::UnknownUser) => {
+            return Ok(LoginOutcome::Refused(RefusalReason::NoAccount));
+        }
+        Verdict::Refused(reason) => return Ok(LoginOutcome::Refused(reason)),
     }
     if mailbox.retrieval_locked() {
         let rule = if mailbox.locked { "R13" } else { "R14" };

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use super::{Verdict, password};
+use super::{RefusalReason, Verdict, password};
 use crate::admin::rules::r5_password_record;
 use crate::names::{Address, Secret};
 use crate::store::{StoreError, io_context};
@@ -63,7 +63,9 @@ impl PasswdFile {
     pub fn verify(&self, pass: &Secret) -> Result<Verdict, StoreError> {
         let text = match fs::read_to_string(&self.record) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verdict::UnknownUser),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Verdict::Refused(RefusalReason::UnknownUser));
+            }
             Err(e) => {
                 return Err(io_context(format!("cannot read {}", self.record.display()))(e));
             }
@@ -77,7 +79,7 @@ impl PasswdFile {
         Ok(if password::verify(pass, hash) {
             Verdict::Accepted
         } else {
-            Verdict::BadPassword
+            Verdict::Refused(RefusalReason::BadPassword)
         })
     }
 }

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::admin::rules::{r11_max_name_len, r12_postmaster, r15_quota_admits};
 use crate::config::Config;
+use crate::directory::AuthMethod;
+use crate::directory::ad::AdDirectory;
 use crate::directory::login::{self, LoginOutcome};
 use crate::names::{Address, DomainName, MailboxName, Secret};
 use crate::store::{self, MailboxRow, Store, StoreError, maildir};
@@ -19,6 +21,8 @@ pub struct Backend {
     pool: Mutex<Vec<Store>>,
     /// R20: mailboxes (by id) held by a POP3 session.
     pop3_holders: Mutex<HashSet<i64>>,
+    /// The configured Active Directory, checked at start (R21).
+    ad: Option<AdDirectory>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -54,12 +58,24 @@ pub enum DeliveryOutcome {
 }
 
 impl Backend {
-    pub fn open(config: Arc<Config>) -> Result<Backend, StoreError> {
-        let store = Store::open(&config.store)?;
+    /// Opens the store and checks `[directory]` (R21: settings that would send a password
+    /// in clear are refused here, at start).
+    pub fn open(config: Arc<Config>) -> Result<Backend, String> {
+        let store = Store::open(&config.store).map_err(|e| e.to_string())?;
+        let ad = match &config.directory {
+            Some(settings) => Some(AdDirectory::new(settings).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        if ad.is_none()
+            && store::auth_method(store.conn()).map_err(|e| e.to_string())? == AuthMethod::Ad
+        {
+            return Err("the store uses Active Directory authentication, and dirmail.toml has no [directory]".into());
+        }
         Ok(Backend {
             config,
             pool: Mutex::new(vec![store]),
             pop3_holders: Mutex::new(HashSet::new()),
+            ad,
         })
     }
 
@@ -81,8 +97,14 @@ impl Backend {
     /// A clear-text login (PLAIN, LOGIN, USER/PASS).
     pub fn login(&self, login_name: &str, password: &Secret) -> Result<LoginOutcome, String> {
         self.with_store(|store| {
-            login::check(store.conn(), &store.mailroot.clone(), login_name, password)
-                .map_err(|e| e.to_string())
+            login::check(
+                store.conn(),
+                &store.mailroot.clone(),
+                self.ad.as_ref(),
+                login_name,
+                password,
+            )
+            .map_err(|e| e.to_string())
         })
         .map_err(|e| e.to_string())?
     }

@@ -31,8 +31,8 @@ pub fn serve_main(config: Config) -> i32 {
     };
     let config = Arc::new(config);
     runtime.block_on(async move {
-        let bound = match server::bind(&config).await {
-            Ok(bound) => bound,
+        let prepared = match server::prepare(Arc::clone(&config)).await {
+            Ok(prepared) => prepared,
             Err(e) => {
                 eprintln!("dirmail: {e}");
                 return 1;
@@ -44,13 +44,13 @@ pub fn serve_main(config: Config) -> i32 {
             config.store.data_dir.display(),
             config.server.hostname
         );
-        for b in &bound {
+        for b in &prepared.listeners {
             if let Ok(addr) = b.listener.local_addr() {
                 println!("  {:<11} {addr}", b.service.name());
             }
         }
         println!("ready (Ctrl-C stops)");
-        match server::run(Arc::clone(&config), bound, stop_signal()).await {
+        match server::run(Arc::clone(&config), prepared, stop_signal()).await {
             Ok(()) => {
                 println!("stopped");
                 0

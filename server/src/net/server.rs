@@ -67,6 +67,8 @@ pub enum ServeError {
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr} for {service}: {source}")]
     Bind {
@@ -139,14 +141,45 @@ pub fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, ServeError> {
 /// How long in-flight sessions get to finish once the server is stopping.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// Serves `listeners` until `shutdown` completes, then stops gracefully.
+/// Everything checked before the server says it is ready: the store, `[directory]` (R21),
+/// the TLS certificate, and the bound listeners.
+pub struct Prepared {
+    pub backend: Backend,
+    pub tls: TlsAcceptor,
+    pub listeners: Vec<Bound>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn prepare(config: Arc<Config>) -> Result<Prepared, ServeError> {
+    let backend = Backend::open(Arc::clone(&config)).map_err(ServeError::Start)?;
+    let tls = tls_acceptor(&config)?;
+    let listeners = bind(&config).await?;
+    Ok(Prepared {
+        backend,
+        tls,
+        listeners,
+    })
+}
+
+/// Serves until `shutdown` completes, then stops gracefully.
 pub async fn run(
     config: Arc<Config>,
-    listeners: Vec<Bound>,
+    prepared: Prepared,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let backend = Arc::new(Backend::open(Arc::clone(&config))?);
-    let tls = tls_acceptor(&config)?;
+    let Prepared {
+        backend,
+        tls,
+        listeners,
+    } = prepared;
+    let backend = Arc::new(backend);
     let (stop_tx, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
         config: Arc::clone(&config),

@@ -348,3 +348,18 @@ pub fn first_mailbox_of(
         )
         .optional()?)
 }
+
+/// R22: marks a mailbox as having its Active Directory user.
+pub fn set_mailbox_ad_linked(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.execute("UPDATE mailboxes SET ad_linked = 1 WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// R22: mailboxes without their Active Directory user yet.
+pub fn mailboxes_not_ad_linked(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM mailboxes WHERE ad_linked = 0",
+        [],
+        |r| r.get(0),
+    )?)
+}

@@ -38,4 +38,8 @@ pub const MIGRATIONS: &[&str] = &[
         created_at    INTEGER NOT NULL
     );
     "#,
+    // 2: R22 — a mailbox whose Active Directory user exists (made or linked by migratetoad).
+    r#"
+    ALTER TABLE mailboxes ADD COLUMN ad_linked INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
