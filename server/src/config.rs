@@ -391,7 +391,7 @@ impl Config {
             && !(dir.url.starts_with("ldaps://") || dir.url.starts_with("ldap://"))
         {
             return Err(invalid(format!(
-                "directory.url {:?} must start with ldaps:// or ldap:// (with StartTLS)",
+                "directory.url {:?} must start with ldaps:// or ldap:// (always with StartTLS), so no password crosses the network in clear (R21)",
                 dir.url
             )));
         }

@@ -37,6 +37,8 @@ pub fn run(
         let Some(mailbox) = store::find_mailbox(tx, &address)? else {
             return Err(AdminError::state(format!("The mailbox {address} does not exist.")));
         };
+        // R23: the migrated users go into the mail group, which may not exist yet.
+        ad.r23_ensure_mail_group().map_err(DirectoryError::from)?;
         let (user, created) = match ad.find_user(&address.to_string()).map_err(DirectoryError::from)? {
             Lookup::Found(user) => {
                 ad.add_to_mail_group(&user).map_err(DirectoryError::from)?;

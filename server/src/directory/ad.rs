@@ -278,17 +278,20 @@ impl AdDirectory {
             let name = self.config.mail_group.as_str();
             let dn = format!("CN={},{}", ldap3::dn_escape(name), self.users_container());
             let group_type = GROUP_DOMAIN_LOCAL_SECURITY.to_string();
-            ldap.with_timeout(self.attempt_timeout())
-                .add(
-                    &dn,
-                    vec![
-                        ("objectClass", HashSet::from(["top", "group"])),
-                        ("cn", HashSet::from([name])),
-                        ("sAMAccountName", HashSet::from([name])),
-                        ("groupType", HashSet::from([group_type.as_str()])),
-                    ],
-                )?
-                .success()?;
+            let made = ldap.with_timeout(self.attempt_timeout()).add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["top", "group"])),
+                    ("cn", HashSet::from([name])),
+                    ("sAMAccountName", HashSet::from([name])),
+                    ("groupType", HashSet::from([group_type.as_str()])),
+                ],
+            )?;
+            // Another administrator made it in the meantime (entryAlreadyExists): fine.
+            if made.rc == 68 {
+                return Ok(false);
+            }
+            made.success()?;
             Ok(true)
         })
     }
@@ -493,17 +496,20 @@ impl AdDirectory {
             }
             let dn = format!("CN={},{}", ldap3::dn_escape(name), self.users_container());
             let group_type = GROUP_DOMAIN_LOCAL_SECURITY.to_string();
-            ldap.with_timeout(self.attempt_timeout())
-                .add(
-                    &dn,
-                    vec![
-                        ("objectClass", HashSet::from(["top", "group"])),
-                        ("cn", HashSet::from([name])),
-                        ("sAMAccountName", HashSet::from([name])),
-                        ("groupType", HashSet::from([group_type.as_str()])),
-                    ],
-                )?
-                .success()?;
+            let made = ldap.with_timeout(self.attempt_timeout()).add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["top", "group"])),
+                    ("cn", HashSet::from([name])),
+                    ("sAMAccountName", HashSet::from([name])),
+                    ("groupType", HashSet::from([group_type.as_str()])),
+                ],
+            )?;
+            // Another administrator made it in the meantime (entryAlreadyExists): fine.
+            if made.rc == 68 {
+                return Ok(false);
+            }
+            made.success()?;
             Ok(true)
         })
     }

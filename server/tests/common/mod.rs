@@ -143,3 +143,35 @@ impl Drop for Server {
         }
     }
 }
+
+/// A `[directory]` section for a Samba DC started by the `samba-dc` fixture, with the mail
+/// group `mail_group` (tests sharing one DC use their own groups).
+pub fn directory_section(dc: &samba_dc::Dc, mail_group: &str, url: &str) -> String {
+    format!(
+        "[directory]\nurl = \"{url}\"\nca_file = \"{}\"\nbase_dn = \"{}\"\nnetbios_domain = \"{}\"\n\
+         bind_dn = \"{}\"\nbind_password = \"{}\"\nmail_group = \"{mail_group}\"\n\
+         retry_interval_ms = 200\nretry_count = 2\n",
+        dc.ca_file().display(),
+        dc.base_dn(),
+        dc.netbios_domain(),
+        dc.admin_dn(),
+        dc.admin_password()
+    )
+}
+
+impl Scratch {
+    /// Replaces dirmail.toml with `text`.
+    pub fn config(&self, text: &str) {
+        std::fs::write(self.path().join("dirmail.toml"), text).expect("write dirmail.toml");
+    }
+
+    /// Runs `args` insisting on `code`, and returns stdout and stderr together.
+    pub fn text(&self, code: i32, args: &[&str]) -> String {
+        let out = self.expect(code, args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
