@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::admin::rules::{r11_max_name_len, r12_postmaster, r15_quota_admits};
 use crate::config::Config;
 use crate::directory::AuthMethod;
-use crate::directory::ad::AdDirectory;
+use crate::directory::ad::{AdDirectory, AdError, Lookup};
 use crate::directory::login::{self, LoginOutcome};
 use crate::names::{Address, DomainName, MailboxName, Secret};
 use crate::store::{self, MailboxRow, Store, StoreError, maildir};
@@ -44,6 +44,15 @@ pub enum RecipientVerdict {
     LocalUnknown,
     /// Not one of our domains.
     NotLocal,
+}
+
+/// Why a recipient could not be looked up: the store, or the directory (R24).
+#[derive(Debug, thiserror::Error)]
+pub enum RecipientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] AdError),
 }
 
 /// How one delivery went (R15, R18).
@@ -121,7 +130,7 @@ impl Backend {
         local_part: &str,
         domain: Option<&str>,
     ) -> Result<RecipientVerdict, String> {
-        self.with_store(|store| -> Result<RecipientVerdict, StoreError> {
+        self.with_store(|store| -> Result<RecipientVerdict, RecipientError> {
             let conn = store.conn();
             let method = store::auth_method(conn)?;
             let layout = store::layout(conn)?;
@@ -157,6 +166,9 @@ impl Backend {
             let Some(mailbox) = mailbox else {
                 return Ok(RecipientVerdict::LocalUnknown);
             };
+            if method == AuthMethod::Ad && !self.r23_gets_mail(&mailbox)? {
+                return Ok(RecipientVerdict::LocalUnknown);
+            }
             let maildir = layout.maildir(&store.mailroot, &mailbox.address);
             let quota_left = match mailbox.quota_bytes {
                 Some(limit) => Some(limit.saturating_sub(maildir::usage(&maildir)?.bytes)),
@@ -168,8 +180,20 @@ impl Backend {
                 quota_left,
             })
         })
-        .and_then(|r| r)
         .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    }
+
+    /// R23: under `ad`, a mailbox receives mail only while its AD user exists and is in the
+    /// mail group. An unreachable directory is an error (R24: `451 4.4.3` at RCPT).
+    fn r23_gets_mail(&self, mailbox: &MailboxRow) -> Result<bool, RecipientError> {
+        let Some(ad) = &self.ad else {
+            return Ok(false);
+        };
+        match ad.find_user(&mailbox.address.to_string())? {
+            Lookup::Found(user) => Ok(ad.r23_in_mail_group(&user.dn)?),
+            Lookup::NotFound | Lookup::Ambiguous => Ok(false),
+        }
     }
 
     /// R15 then R18: checks every recipient's quota against the whole message first, so
