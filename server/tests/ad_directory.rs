@@ -128,10 +128,9 @@ fn r23_r27_refusals_are_told_apart() {
     let mut admin = dc().admin().expect("admin");
     // Users an AD administrator made, outside dirmail.
     let mk = |admin: &mut samba_dc::Admin<'_>, sam: &str, user: NewUser| {
-        let dn = admin
+        admin
             .create_user(&user.upn(&format!("{sam}@t3.example")))
-            .expect("create user");
-        dn
+            .expect("create user")
     };
     let outsider = mk(&mut admin, "t3out", NewUser::new("t3out", "Outs1der-Pass"));
     let nested = mk(&mut admin, "t3nest", NewUser::new("t3nest", "Nest3d-Pass"));
