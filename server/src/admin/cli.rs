@@ -103,6 +103,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// The separate mail secret for APOP and CRAM-MD5 (SPEC §10).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Check a login as the server would, without a mail client.
     Auth {
         #[command(subcommand)]
@@ -136,6 +141,22 @@ pub enum AccountCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a mailbox's mail secret (read from standard input when omitted).
+    Set {
+        #[arg(value_name = "NAME@DOMAIN")]
+        address: String,
+        secret: Option<String>,
+    },
+    /// Remove a mailbox's mail secret.
+    #[command(visible_alias = "del")]
+    Delete {
+        #[arg(value_name = "NAME@DOMAIN")]
+        address: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Check LOGIN (name@domain, or a bare name, R8) and PASSWORD (read from standard input when
     /// omitted, so it stays out of the process list).
@@ -161,6 +182,7 @@ const VERBS: &[&str] = &[
     "set",
     "account",
     "auth",
+    "secret",
     "init",
     "serve",
 ];

@@ -17,6 +17,7 @@ pub mod migratetoad;
 pub mod property;
 pub mod quota;
 pub mod rules;
+pub mod secret;
 pub mod stat;
 
 use std::ffi::OsString;
@@ -266,6 +267,7 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         Command::Set { property, values } => property::set(&mut ctx, &property, &values),
         Command::Account { command } => account::run(&mut ctx, command),
         Command::Auth { command } => auth_test::run(&ctx, command),
+        Command::Secret { command } => secret::run(&mut ctx, command),
         // Both are handled before a store is opened for an administrative command.
         Command::Init { .. } | Command::Serve => Err(AdminError::Usage(
             "init and serve do not run as administrative commands".into(),

@@ -64,6 +64,8 @@ pub enum RefusalReason {
     /// R23: an AD user outside the mail group.
     NotInMailGroup,
     Disabled,
+    /// SPEC §10: a digest login (APOP, CRAM-MD5) for a mailbox without a mail secret.
+    NoMailSecret,
     LockedOut,
     PasswordExpired,
     MustChangePassword,
@@ -82,6 +84,7 @@ impl RefusalReason {
             RefusalReason::BadPassword => "bad password",
             RefusalReason::NotInMailGroup => "not in the mail group",
             RefusalReason::Disabled => "account disabled",
+            RefusalReason::NoMailSecret => "no mail secret for a digest login",
             RefusalReason::LockedOut => "account locked out",
             RefusalReason::PasswordExpired => "password expired",
             RefusalReason::MustChangePassword => "password must be changed",

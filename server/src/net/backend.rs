@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::admin::rules::{r11_max_name_len, r12_postmaster, r15_quota_admits};
+use crate::auth::Proof;
 use crate::config::Config;
-use crate::directory::AuthMethod;
 use crate::directory::ad::{AdDirectory, AdError, Lookup};
 use crate::directory::login::{self, LoginOutcome};
+use crate::directory::{AuthMethod, RefusalReason};
 use crate::names::{Address, DomainName, MailboxName, Secret};
-use crate::store::{self, MailboxRow, Store, StoreError, maildir};
+use crate::store::{self, MailboxRow, Store, StoreError, maildir, secrets};
 
 /// Shared by every connection of a running server.
 pub struct Backend {
@@ -116,6 +117,59 @@ impl Backend {
             .map_err(|e| e.to_string())
         })
         .map_err(|e| e.to_string())?
+    }
+
+    /// SPEC §10: an APOP or CRAM-MD5 login, checked against the mailbox's mail secret. Under
+    /// `ad` the AD user must still be enabled and in the mail group (R23).
+    pub fn digest_login(&self, login_name: &str, proof: &Proof) -> Result<LoginOutcome, String> {
+        self.with_store(|store| -> Result<LoginOutcome, String> {
+            let conn = store.conn();
+            let mailbox = match login::resolve(conn, login_name).map_err(|e| e.to_string())? {
+                Ok(mailbox) => mailbox,
+                Err(reason) => return Ok(LoginOutcome::Refused(reason)),
+            };
+            let Some(secret) =
+                secrets::get(conn, &store.data_dir, mailbox.id).map_err(|e| e.to_string())?
+            else {
+                return Ok(LoginOutcome::Refused(RefusalReason::NoMailSecret));
+            };
+            if !proof.verify(&secret) {
+                return Ok(LoginOutcome::Refused(RefusalReason::BadPassword));
+            }
+            if store::auth_method(conn).map_err(|e| e.to_string())? == AuthMethod::Ad {
+                let Some(ad) = &self.ad else {
+                    return Err("the store uses ad and [directory] is missing".into());
+                };
+                match ad
+                    .find_user(&mailbox.address.to_string())
+                    .map_err(|e| e.to_string())?
+                {
+                    Lookup::Found(user) if user.disabled => {
+                        return Ok(LoginOutcome::Refused(RefusalReason::Disabled));
+                    }
+                    Lookup::Found(user) => {
+                        if !ad.r23_in_mail_group(&user.dn).map_err(|e| e.to_string())? {
+                            return Ok(LoginOutcome::Refused(RefusalReason::NotInMailGroup));
+                        }
+                    }
+                    Lookup::NotFound | Lookup::Ambiguous => {
+                        return Ok(LoginOutcome::Refused(RefusalReason::NoAccount));
+                    }
+                }
+            }
+            if mailbox.retrieval_locked() {
+                let rule = if mailbox.locked { "R13" } else { "R14" };
+                return Ok(LoginOutcome::Locked { mailbox, rule });
+            }
+            Ok(LoginOutcome::Accepted(mailbox))
+        })
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Whether any mailbox has a mail secret: CRAM-MD5 is offered only then (SPEC §10).
+    pub fn any_mail_secrets(&self) -> bool {
+        self.with_store(|store| secrets::any(store.conn()).unwrap_or(false))
+            .unwrap_or(false)
     }
 
     /// The addresses an authenticated mailbox may send as (its own; aliases arrive later).

@@ -5,14 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::Pop3Hold;
 use super::conn::Conn;
 use super::server::{Service, Shared, stopped};
-use super::smtp::{flush, plaintext_allowed_before_tls, sleep_until};
+use super::smtp::{flush, plaintext_allowed_before_tls, sleep_until, unique_challenge};
 use crate::auth::{Credentials, Proof};
 use crate::directory::login::LoginOutcome;
 use crate::proto::pop3::session::{
@@ -40,27 +39,22 @@ pub async fn serve(
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
     }
-    let spa_required = {
+    let (spa_required, any_secrets) = {
         let backend = Arc::clone(&shared.backend);
-        tokio::task::spawn_blocking(move || backend.spa_required())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || {
+            (
+                backend.spa_required().unwrap_or(false),
+                backend.any_mail_secrets(),
+            )
+        })
+        .await
+        .unwrap_or((false, false))
     };
-    let timestamp = format!(
-        "<{}.{}.{}@{}>",
-        std::process::id(),
-        OsRng.next_u64(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        shared.config.server.hostname
-    );
+    let timestamp = unique_challenge(&shared.config.server.hostname);
     let mut config = SessionConfig::new(shared.config.server.hostname.clone(), timestamp);
     config.plaintext_allowed = plaintext_allowed_before_tls(shared.config.tls.plaintext_auth, peer);
     config.spa_required = spa_required;
+    config.offer_cram_md5 = any_secrets;
     let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
     let mut out = session.greeting().to_bytes();
     let mut drop_state = Maildrop::default();
@@ -175,11 +169,6 @@ async fn authenticate(
         username,
         proof,
     } = credentials;
-    let Proof::Password(password) = proof else {
-        // APOP and CRAM-MD5 need the separate mail secret (SPEC §10), which no account has yet.
-        tracing::info!(%peer, user = %username, reason = "no mail secret for a digest login", "pop3 login refused");
-        return refuse(shared, peer).await;
-    };
     if authzid
         .as_deref()
         .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
@@ -189,7 +178,12 @@ async fn authenticate(
     }
     let backend = Arc::clone(&shared.backend);
     let user = username.clone();
-    let outcome = tokio::task::spawn_blocking(move || backend.login(&user, &password)).await;
+    let outcome = tokio::task::spawn_blocking(move || match &proof {
+        Proof::Password(password) => backend.login(&user, password),
+        // SPEC §10: APOP and CRAM-MD5 against the mail secret.
+        Proof::Apop { .. } | Proof::CramMd5 { .. } => backend.digest_login(&user, &proof),
+    })
+    .await;
     match outcome {
         Ok(Ok(LoginOutcome::Accepted(mailbox))) => {
             shared.throttle.succeeded(peer.ip());

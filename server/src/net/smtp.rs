@@ -46,6 +46,20 @@ fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> Sessio
     config
 }
 
+/// A challenge no other session gets (RFC 2195): `<random.time@hostname>`.
+pub fn unique_challenge(hostname: &str) -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    format!(
+        "<{}.{}.{}@{hostname}>",
+        std::process::id(),
+        OsRng.next_u64(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    )
+}
+
 /// Serves one SMTP connection until the client quits, the session closes it, or the server
 /// stops (then idle sessions get `421`; a delivery under way finishes first).
 pub async fn serve(
@@ -58,12 +72,15 @@ pub async fn serve(
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
     }
-    let mut session = Session::new(
-        session_config(&shared, service, peer),
-        peer.ip(),
-        conn.is_tls(),
-        Instant::now(),
-    );
+    let mut config = session_config(&shared, service, peer);
+    {
+        let backend = Arc::clone(&shared.backend);
+        config.offer_cram_md5 = tokio::task::spawn_blocking(move || backend.any_mail_secrets())
+            .await
+            .unwrap_or(false);
+        config.cram_challenge = unique_challenge(&shared.config.server.hostname);
+    }
+    let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
     let mut out = session.greeting().to_bytes();
     // Accepted local recipients of the current transaction, by the key the core carries.
     let mut locals: HashMap<String, (MailboxRow, PathBuf)> = HashMap::new();
@@ -189,11 +206,6 @@ async fn authenticate(
         username,
         proof,
     } = credentials;
-    let Proof::Password(password) = proof else {
-        // CRAM-MD5 needs the separate mail secret (SPEC §10), which no account has yet.
-        tracing::info!(%peer, user = %username, reason = "no mail secret for a digest mechanism", "smtp login refused");
-        return refuse_login(shared, peer).await;
-    };
     if authzid
         .as_deref()
         .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
@@ -203,11 +215,12 @@ async fn authenticate(
     }
     let backend = Arc::clone(&shared.backend);
     let user = username.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        if backend.spa_required()? {
-            return Ok(None);
-        }
-        backend.login(&user, &password).map(Some)
+    let outcome = tokio::task::spawn_blocking(move || match &proof {
+        // sparequired 1 refuses clear-text logins (SPEC §7).
+        Proof::Password(_) if backend.spa_required()? => Ok(None),
+        Proof::Password(password) => backend.login(&user, password).map(Some),
+        // SPEC §10: CRAM-MD5 against the mail secret.
+        Proof::CramMd5 { .. } | Proof::Apop { .. } => backend.digest_login(&user, &proof).map(Some),
     })
     .await;
     match outcome {

@@ -5,6 +5,7 @@
 
 pub mod maildir;
 pub mod schema;
+pub mod secrets;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -42,4 +42,13 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE mailboxes ADD COLUMN ad_linked INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: SPEC §10 — the separate mail secret for APOP and CRAM-MD5, encrypted with the
+    // store's key (`<data_dir>/secret.key`), never in clear.
+    r#"
+    CREATE TABLE mail_secrets (
+        mailbox_id INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+        nonce      BLOB NOT NULL,
+        ciphertext BLOB NOT NULL
+    );
+    "#,
 ];
