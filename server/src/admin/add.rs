@@ -58,7 +58,10 @@ fn add_mailbox(
 ) -> Result<Outcome, AdminError> {
     let mailroot = ctx.store.mailroot.clone();
     let ad = super::ad_of(&ctx.ad)?;
-    let spa_name = ctx.store.write(|tx| {
+    // The Maildir is made inside the transaction; if anything after fails (the account, the
+    // commit), it goes again, so a refusal leaves nothing behind.
+    let mut made_dir = None;
+    let result = ctx.store.write(|tx| {
         let method = store::auth_method(tx)?;
         let layout = store::layout(tx)?;
         let Some(domain) = store::find_domain(tx, &address.domain)? else {
@@ -99,18 +102,23 @@ fn add_mailbox(
             )));
         }
         store::insert_mailbox(tx, domain.id, &address.name)?;
+        made_dir = Some(dir.clone());
         maildir::create(&dir)?;
-        let made = match &password {
-            Some(password) => directory.create_account(address, password),
-            None => Ok(()),
-        };
-        if let Err(e) = made {
-            let _ = maildir::remove(&dir);
-            return Err(e.into());
+        if let Some(password) = &password {
+            directory.create_account(address, password)?;
         }
         // R6: the directory gives an SPA account name only where SPA is offered.
         Ok(directory.spa_account_name(address)?)
-    })?;
+    });
+    let spa_name = match result {
+        Ok(name) => name,
+        Err(e) => {
+            if let Some(dir) = made_dir {
+                let _ = maildir::remove(&dir);
+            }
+            return Err(e);
+        }
+    };
     let hostname = ctx.config.server.hostname.clone();
     let mut text = format!(
         "Mailbox successfully added.\n\
