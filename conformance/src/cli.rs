@@ -152,8 +152,14 @@ fn run(options: &Options) -> Result<i32, String> {
         });
     }
 
+    // Client scripts are named from the fixtures directory, the parent of the scenarios.
+    let fixtures = fs::canonicalize(&options.fixtures)
+        .ok()
+        .and_then(|scenarios| scenarios.parent().map(Path::to_owned))
+        .ok_or_else(|| format!("no scenarios directory at {}", options.fixtures.display()))?;
     let runner = Runner {
         dirmail,
+        fixtures,
         timeout: options.timeout,
     };
     let outcomes = runner.run_all(&selected, options.jobs);

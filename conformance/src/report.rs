@@ -215,8 +215,10 @@ mod tests {
             step: 2,
             action: "dirmail get authentication".into(),
             problems: vec!["exit code: expected 0, got 3".into()],
-            stdout: Some(String::new()),
-            stderr: Some("dirmail: <no> & \u{1}\n".into()),
+            outputs: vec![
+                ("stdout".into(), String::new()),
+                ("stderr".into(), "dirmail: <no> & \u{1}\n".into()),
+            ],
         });
         Outcome {
             id: id.into(),

@@ -1,32 +1,52 @@
 //! Replaying scenarios against the real `dirmail` binary.
 //!
 //! Each scenario gets a fresh temporary directory, which is the working directory of every
-//! `dirmail` run, so with no `config` the binary keeps its store in `./dirmail-data` inside it.
-//! `DIRMAIL_*` variables of the caller's environment are removed: a scenario sees only what it
-//! states. A scenario stops at its first failing step.
+//! `dirmail` run, of the server and of every client program, so with no `config` the binary
+//! keeps its store in `./dirmail-data` inside it. `DIRMAIL_*` variables of the caller's
+//! environment are removed: a scenario sees only what it states. A scenario stops at its first
+//! failing step; whatever happens, its connections are dropped and its server stopped before
+//! the directory goes.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::scenario::{Expect, FilesStep, PutStep, RunStep, Scenario, Step};
+use crate::process::{Output, execute};
+use crate::scenario::{
+    ExecStep, Expect, FilesStep, LogCheck, PutStep, Replies, RunStep, Scenario, Step, StopStep,
+    WireAction, WireStep,
+};
+use crate::serve::{Server, Stopped};
+use crate::wire::{self, Conn};
 use crate::{json, text};
+
+/// How long `log_contains` waits for a line to be logged.
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a `stop` step lets the server finish (its own grace for sessions is 30 s).
+const STOP_WITHIN: Duration = Duration::from_secs(40);
+
+/// How many lines of the server's log a failure shows.
+const LOG_TAIL: usize = 40;
 
 /// How scenarios are run.
 #[derive(Debug, Clone)]
 pub struct Runner {
     /// The `dirmail` binary, absolute: runs happen in other directories.
     pub dirmail: PathBuf,
+    /// The fixtures directory (the parent of the scenarios), for `{fixtures}`: client
+    /// scripts live in its `clients/`.
+    pub fixtures: PathBuf,
     /// A run still going after this long is killed and its step fails.
     pub timeout: Duration,
 }
@@ -78,9 +98,9 @@ pub struct Failure {
     pub action: String,
     /// Each expectation that was not met, expected against actual.
     pub problems: Vec<String>,
-    /// The full output of a failing run.
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+    /// What helps to see why, each under its name: a run's `stdout` and `stderr`, a
+    /// connection's transcript, the server's log.
+    pub outputs: Vec<(String, String)>,
 }
 
 impl Failure {
@@ -89,8 +109,7 @@ impl Failure {
             step: 0,
             action: "set up the scenario directory".into(),
             problems: vec![problem],
-            stdout: None,
-            stderr: None,
+            outputs: Vec::new(),
         }
     }
 
@@ -113,15 +132,13 @@ impl fmt::Display for Failure {
                 writeln!(f, "  {bullet}{line}")?;
             }
         }
-        for (name, output) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            if let Some(output) = output {
-                if output.is_empty() {
-                    writeln!(f, "  --- {name}: (empty)")?;
-                } else {
-                    writeln!(f, "  --- {name}:")?;
-                    for line in output.lines() {
-                        writeln!(f, "  | {line}")?;
-                    }
+        for (name, output) in &self.outputs {
+            if output.is_empty() {
+                writeln!(f, "  --- {name}: (empty)")?;
+            } else {
+                writeln!(f, "  --- {name}:")?;
+                for line in output.lines() {
+                    writeln!(f, "  | {line}")?;
                 }
             }
         }
@@ -179,90 +196,126 @@ impl Runner {
             .prefix("dirmail-conformance-")
             .tempdir()
             .map_err(|e| Failure::setup(format!("cannot create a temporary directory: {e}")))?;
-        let ctx = Context {
+        let mut ctx = Context {
+            runner: self,
             dir: dir.path(),
             dir_text: dir.path().to_string_lossy().into_owned(),
+            fixtures_text: self.fixtures.to_string_lossy().into_owned(),
+            ports: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            server: None,
         };
         if let Some(config) = &scenario.config {
             let path = dir.path().join("dirmail.toml");
             fs::write(&path, ctx.subst(config))
                 .map_err(|e| Failure::setup(format!("cannot write {}: {e}", path.display())))?;
         }
-        for (i, step) in scenario.steps.iter().enumerate() {
-            let (action, result) = match step {
-                Step::Run(run) => (ctx.describe(run), self.run_step(&ctx, run)),
-                Step::Files(files) => ("check files".to_owned(), ctx.files_step(files)),
-                Step::Put(put) => (format!("put {}", put.path), ctx.put_step(put)),
-            };
-            result.map_err(|problem| Failure {
+        let result = scenario.steps.iter().enumerate().try_for_each(|(i, step)| {
+            let action = ctx.describe(step);
+            ctx.step(step).map_err(|problem| Failure {
                 step: i + 1,
                 action,
                 problems: problem.problems,
-                stdout: problem.stdout,
-                stderr: problem.stderr,
-            })?;
-        }
-        Ok(())
-    }
-
-    fn run_step(&self, ctx: &Context, run: &RunStep) -> Result<(), StepProblem> {
-        let mut command = Command::new(&self.dirmail);
-        command
-            .args(run.args.iter().map(|a| ctx.subst(a)))
-            .current_dir(ctx.dir);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("DIRMAIL_") {
-                command.env_remove(key);
-            }
-        }
-        for (key, value) in &run.env {
-            command.env(key, ctx.subst(value));
-        }
-        let stdin = run.stdin.as_ref().map(|s| ctx.subst(s));
-        let output = execute(command, stdin, self.timeout).map_err(|e| StepProblem {
-            problems: vec![format!("cannot start {}: {e}", self.dirmail.display())],
-            stdout: None,
-            stderr: None,
-        })?;
-        let problems = check_output(&ctx.expect(&run.expect), &output, self.timeout);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(StepProblem {
-                problems,
-                stdout: Some(output.stdout),
-                stderr: Some(output.stderr),
+                outputs: problem.outputs,
             })
-        }
+        });
+        // Connections first, so the server has no session to wait for; then the server,
+        // before the directory it works in is removed.
+        ctx.conns.clear();
+        drop(ctx);
+        result
     }
 }
 
-/// The scenario's directory, and its text for `{dir}`.
+/// The scenario's directory and what is running in it.
 struct Context<'a> {
+    runner: &'a Runner,
     dir: &'a Path,
     dir_text: String,
+    fixtures_text: String,
+    /// Listener name to port, once the server has started.
+    ports: BTreeMap<String, u16>,
+    /// Open connections by name. Declared before `server`, so they are dropped first.
+    conns: BTreeMap<String, Conn>,
+    /// The server last started, running or stopped (its log stays readable).
+    server: Option<Server>,
 }
 
 /// What went wrong in a step, before it is numbered.
 struct StepProblem {
     problems: Vec<String>,
-    stdout: Option<String>,
-    stderr: Option<String>,
+    outputs: Vec<(String, String)>,
 }
 
 impl From<Vec<String>> for StepProblem {
     fn from(problems: Vec<String>) -> StepProblem {
         StepProblem {
             problems,
-            stdout: None,
-            stderr: None,
+            outputs: Vec::new(),
         }
     }
 }
 
+impl From<String> for StepProblem {
+    fn from(problem: String) -> StepProblem {
+        vec![problem].into()
+    }
+}
+
+/// The last `n` lines of `text`, saying how many were left out.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    let mut out = String::new();
+    if skip > 0 {
+        out.push_str(&format!("… {skip} earlier lines\n"));
+    }
+    for line in &lines[skip..] {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `{port:NAME}` left in `text` after substitution: a listener that is not running.
+fn unresolved_port(text: &str) -> Option<&str> {
+    let start = text.find("{port:")? + "{port:".len();
+    let end = text[start..].find('}')?;
+    Some(&text[start..start + end])
+}
+
 impl Context<'_> {
+    /// `{dir}`, `{fixtures}` and `{port:NAME}` of each running listener.
     fn subst(&self, text: &str) -> String {
-        text.replace("{dir}", &self.dir_text)
+        let mut text = text
+            .replace("{dir}", &self.dir_text)
+            .replace("{fixtures}", &self.fixtures_text);
+        if text.contains("{port:") {
+            for (name, port) in &self.ports {
+                text = text.replace(&format!("{{port:{name}}}"), &port.to_string());
+            }
+        }
+        text
+    }
+
+    /// [`Context::subst`], refusing a `{port:NAME}` it cannot fill.
+    fn subst_all<'t>(
+        &self,
+        texts: impl IntoIterator<Item = &'t String>,
+    ) -> Result<Vec<String>, StepProblem> {
+        texts
+            .into_iter()
+            .map(|text| {
+                let done = self.subst(text);
+                match unresolved_port(&done) {
+                    Some(name) => Err(format!(
+                        "`{{port:{name}}}`: no listener `{name}` is running (start the server with a `serve` step first)"
+                    )
+                    .into()),
+                    None => Ok(done),
+                }
+            })
+            .collect()
     }
 
     fn subst_json(&self, value: &Value) -> Value {
@@ -297,10 +350,112 @@ impl Context<'_> {
         }
     }
 
-    /// `dirmail add 'a b@example.jp'`, as a reader would retype it.
-    fn describe(&self, run: &RunStep) -> String {
-        let args: Vec<String> = run.args.iter().map(|a| self.subst(a)).collect();
-        format!("dirmail {}", shell_words::join(args))
+    /// What a step does, as a reader would retype it: `dirmail add 'a b@example.jp'`,
+    /// `c1: send "EHLO x\r\n"`.
+    fn describe(&self, step: &Step) -> String {
+        let joined = |args: &[String]| {
+            let args: Vec<String> = args.iter().map(|a| self.subst(a)).collect();
+            shell_words::join(args)
+        };
+        match step {
+            Step::Run(run) => format!("dirmail {}", joined(&run.args)),
+            Step::Exec(exec) => joined(&exec.argv),
+            Step::Files(_) => "check files".into(),
+            Step::Put(put) => format!("put {}", put.path),
+            Step::Serve => "dirmail serve".into(),
+            Step::Stop(_) => "stop the server (SIGTERM)".into(),
+            Step::Log(_) => "check the server log".into(),
+            Step::Wire(WireStep { conn, action }) => {
+                let what = match action {
+                    WireAction::Connect { listener, .. } => format!("connect to {listener}"),
+                    WireAction::Send { bytes, .. } => format!("send {}", wire::shown(bytes)),
+                    WireAction::StartTls { .. } => "TLS handshake".into(),
+                    WireAction::Close => "drop the connection".into(),
+                    WireAction::ExpectClosed { .. } => "wait for the server to close".into(),
+                };
+                format!("{conn}: {what}")
+            }
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), StepProblem> {
+        match step {
+            Step::Run(run) => self.run_step(run),
+            Step::Exec(exec) => self.exec_step(exec),
+            Step::Files(files) => self.files_step(files),
+            Step::Put(put) => self.put_step(put),
+            Step::Serve => self.serve_step(),
+            Step::Stop(stop) => self.stop_step(stop),
+            Step::Log(log) => self.log_step(log),
+            Step::Wire(wire) => self.wire_step(wire),
+        }
+    }
+
+    /// A command in the scenario's directory, without the caller's `DIRMAIL_*`.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.current_dir(self.dir);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("DIRMAIL_") {
+                command.env_remove(key);
+            }
+        }
+        command
+    }
+
+    fn run_step(&self, run: &RunStep) -> Result<(), StepProblem> {
+        let dirmail = self.runner.dirmail.to_string_lossy();
+        let mut command = self.command(&dirmail);
+        command.args(self.subst_all(&run.args)?);
+        for (key, value) in &run.env {
+            command.env(key, self.subst(value));
+        }
+        let stdin = run.stdin.as_ref().map(|s| self.subst(s));
+        self.finish(command, stdin, &run.expect, self.runner.timeout)
+    }
+
+    fn exec_step(&self, exec: &ExecStep) -> Result<(), StepProblem> {
+        let argv = self.subst_all(&exec.argv)?;
+        let mut command = self.command(&argv[0]);
+        command.args(&argv[1..]);
+        for (key, value) in &exec.env {
+            command.env(key, self.subst_all([value])?.remove(0));
+        }
+        let stdin = match &exec.stdin {
+            Some(text) => Some(self.subst_all([text])?.remove(0)),
+            None => None,
+        };
+        let timeout = exec.timeout.unwrap_or(self.runner.timeout);
+        self.finish(command, stdin, &exec.expect, timeout)
+    }
+
+    /// Runs `command` and checks what it did against `expect`.
+    fn finish(
+        &self,
+        command: Command,
+        stdin: Option<String>,
+        expect: &Expect,
+        timeout: Duration,
+    ) -> Result<(), StepProblem> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let output = execute(command, stdin, timeout)
+            .map_err(|e| StepProblem::from(format!("cannot start {program}: {e}")))?;
+        let problems = check_output(&self.expect(expect), &output, timeout);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut outputs = vec![
+            ("stdout".to_owned(), output.stdout),
+            ("stderr".to_owned(), output.stderr),
+        ];
+        outputs.extend(self.server_log());
+        Err(StepProblem { problems, outputs })
+    }
+
+    /// The tail of the server's log, when a server has run: it often says why.
+    fn server_log(&self) -> Option<(String, String)> {
+        let server = self.server.as_ref()?;
+        Some(("server log".to_owned(), tail(&server.log(), LOG_TAIL)))
     }
 
     fn files_step(&self, files: &FilesStep) -> Result<(), StepProblem> {
@@ -326,6 +481,52 @@ impl Context<'_> {
                 Err(e) => problems.push(format!("mode of {path}: expected {want:o}, but {e}")),
             }
         }
+        for (path, want) in &files.count {
+            match regular_files(&self.dir.join(path)) {
+                Ok(found) if found.len() as u64 == *want => {}
+                Ok(found) => {
+                    let names: Vec<String> = found
+                        .iter()
+                        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .collect();
+                    problems.push(format!(
+                        "{path} should hold {want} file(s), but holds {}: {names:?}",
+                        found.len()
+                    ));
+                }
+                Err(e) => problems.push(format!("{path} should hold {want} file(s), but {e}")),
+            }
+        }
+        for (path, needles) in &files.file_contains {
+            match texts_of(&self.dir.join(path)) {
+                Ok(texts) => {
+                    for needle in needles {
+                        let needle = self.subst(needle);
+                        if !texts.iter().any(|t| t.contains(&needle)) {
+                            problems.push(format!(
+                                "{path} should contain {needle:?}, but {}",
+                                describe_texts(&texts)
+                            ));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{path}: {e}")),
+            }
+        }
+        for (path, needles) in &files.file_lacks {
+            match texts_of(&self.dir.join(path)) {
+                Ok(texts) => {
+                    for needle in needles {
+                        let needle = self.subst(needle);
+                        if texts.iter().any(|t| t.contains(&needle)) {
+                            problems
+                                .push(format!("{path} should not contain {needle:?}, but does"));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{path}: {e}")),
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -334,149 +535,280 @@ impl Context<'_> {
     }
 
     fn put_step(&self, put: &PutStep) -> Result<(), StepProblem> {
+        let text = self.subst_all([&put.text])?.remove(0);
         let path = self.dir.join(&put.path);
         let written = match path.parent() {
             Some(parent) => fs::create_dir_all(parent),
             None => Ok(()),
         }
-        .and_then(|()| fs::write(&path, self.subst(&put.text)));
-        written.map_err(|e| vec![format!("cannot write {}: {e}", put.path)].into())
+        .and_then(|()| fs::write(&path, &text));
+        written.map_err(|e| format!("cannot write {}: {e}", put.path).into())
     }
-}
 
-/// What a finished (or killed) run produced.
-#[derive(Debug)]
-struct Output {
-    /// `None` when it was killed for taking too long.
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-    /// It left processes behind that kept its output open; they were killed.
-    stray: bool,
-}
-
-/// Runs `command` with `stdin` (or none), collecting its output; kills it after `timeout`.
-///
-/// The command runs in a process group of its own, so that whatever it starts can be killed
-/// with it: a background process holding the output pipes would otherwise hang the runner.
-fn execute(mut command: Command, stdin: Option<String>, timeout: Duration) -> io::Result<Output> {
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let deadline = Instant::now() + timeout;
-    let mut child = command.spawn()?;
-    let group = child.id();
-    // Writer and readers on their own threads, so a child that fills one pipe while we
-    // wait on another cannot deadlock the run. The writer is never joined: a child that
-    // exits without reading its input is judged on its output, and the write then fails.
-    if let Some((mut pipe, data)) = child.stdin.take().zip(stdin) {
-        thread::spawn(move || pipe.write_all(data.as_bytes()));
-    }
-    let (done, finished) = mpsc::channel();
-    let stdout = Capture::start(child.stdout.take(), done.clone());
-    let stderr = Capture::start(child.stderr.take(), done);
-    let status = wait_until(&mut child, group, deadline)?;
-
-    // The pipes close when every process holding them has gone. Give stragglers a moment,
-    // then kill the group and take what was read.
-    let mut open = 2;
-    let mut wait_for_pipes = |until: Instant| {
-        while open > 0 {
-            let left = until.saturating_duration_since(Instant::now());
-            match finished.recv_timeout(left) {
-                Ok(()) => open -= 1,
-                Err(_) => break,
-            }
+    fn serve_step(&mut self) -> Result<(), StepProblem> {
+        if let Some(server) = &mut self.server
+            && server.is_running()
+        {
+            return Err("the server is already running; `stop` it first"
+                .to_owned()
+                .into());
         }
-        open
-    };
-    let grace = Duration::from_secs(1);
-    let stray = wait_for_pipes(Instant::now() + grace) > 0;
-    if stray {
-        kill_group(group);
-        wait_for_pipes(Instant::now() + grace);
+        match Server::start(&self.runner.dirmail, self.dir) {
+            Ok(server) => {
+                self.ports = server.ports.clone();
+                self.server = Some(server);
+                Ok(())
+            }
+            Err(e) => Err(StepProblem {
+                problems: vec![e.message],
+                outputs: vec![("stdout".into(), e.stdout), ("server log".into(), e.stderr)],
+            }),
+        }
     }
-    Ok(Output {
-        status,
-        stdout: stdout.text(),
-        stderr: stderr.text(),
-        stray,
-    })
-}
 
-/// One output pipe, read to its end on a thread of its own; what was read so far stays
-/// available even if the end never comes.
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn start(pipe: Option<impl Read + Send + 'static>, done: mpsc::Sender<()>) -> Capture {
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&bytes);
-        thread::spawn(move || {
-            if let Some(mut pipe) = pipe {
-                let mut chunk = [0; 8192];
-                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                    lock(&sink).extend_from_slice(&chunk[..n]);
+    fn stop_step(&mut self, stop: &StopStep) -> Result<(), StepProblem> {
+        let Some(server) = &mut self.server else {
+            return Err("no server to stop: start it with a `serve` step"
+                .to_owned()
+                .into());
+        };
+        if !server.is_running() {
+            return Err("the server is not running any more".to_owned().into());
+        }
+        let mut problems = Vec::new();
+        match server.stop(STOP_WITHIN) {
+            Stopped::Killed => problems.push(format!(
+                "did not stop within {} s of SIGTERM and was killed",
+                STOP_WITHIN.as_secs()
+            )),
+            Stopped::Exited(status) => match status.code() {
+                Some(code) if code == stop.exit => {}
+                Some(code) => {
+                    problems.push(format!("exit code: expected {}, got {code}", stop.exit))
                 }
+                None => problems.push(format!(
+                    "exit code: expected {}, but it was killed by signal {}",
+                    stop.exit,
+                    status.signal().unwrap_or(0)
+                )),
+            },
+        }
+        let rest = server.stdout_after_ready();
+        for needle in &stop.stdout_contains {
+            if !rest.contains(needle.as_str()) {
+                problems.push(format!(
+                    "stdout after `ready` should contain {needle:?}, but does not"
+                ));
             }
-            let _ = done.send(());
-        });
-        Capture(bytes)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.0)).into_owned()
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Waits for `child`, polling so the deadline can be kept; when it passes, kills the child's
-/// whole process group.
-fn wait_until(child: &mut Child, group: u32, deadline: Instant) -> io::Result<Option<ExitStatus>> {
-    // Most administration commands finish in milliseconds: poll often at first.
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
         }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(group);
-            // In case `sh` could not do it.
-            let _ = child.kill();
-            child.wait()?;
-            return Ok(None);
+        problems.extend(self.log_problems(&stop.log));
+        if problems.is_empty() {
+            return Ok(());
         }
-        thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
+        let mut outputs = vec![("stdout after ready".to_owned(), rest)];
+        outputs.extend(self.server_log());
+        Err(StepProblem { problems, outputs })
+    }
+
+    fn log_step(&self, log: &LogCheck) -> Result<(), StepProblem> {
+        if self.server.is_none() {
+            return Err("no server has run: start it with a `serve` step"
+                .to_owned()
+                .into());
+        }
+        let problems = self.log_problems(log);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(StepProblem {
+            problems,
+            outputs: self.server_log().into_iter().collect(),
+        })
+    }
+
+    /// `log_contains` waits a little (logs follow what happens); `log_lacks` looks once.
+    fn log_problems(&self, log: &LogCheck) -> Vec<String> {
+        let Some(server) = &self.server else {
+            return Vec::new();
+        };
+        let deadline = Instant::now() + LOG_WAIT;
+        let mut text = server.log();
+        let wanted: Vec<String> = log.contains.iter().map(|s| self.subst(s)).collect();
+        while wanted.iter().any(|w| !text.contains(w.as_str())) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            text = server.log();
+        }
+        let mut problems = Vec::new();
+        for needle in &wanted {
+            if !text.contains(needle.as_str()) {
+                problems.push(format!(
+                    "the server log should contain {needle:?}, but does not"
+                ));
+            }
+        }
+        for needle in &log.lacks {
+            let needle = self.subst(needle);
+            if text.contains(&needle) {
+                problems.push(format!(
+                    "the server log should not contain {needle:?}, but does"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The store's certificate, the only root a TLS connection trusts.
+    fn ca(&self) -> PathBuf {
+        self.dir.join("dirmail-data/tls/cert.pem")
+    }
+
+    fn wire_step(&mut self, step: &WireStep) -> Result<(), StepProblem> {
+        let name = &step.conn;
+        if let WireAction::Connect { listener, greeting } = &step.action {
+            if self.conns.contains_key(name) {
+                return Err(format!(
+                    "connection `{name}` is already open; `close` it first or name another with `as`"
+                )
+                .into());
+            }
+            let Some(&port) = self.ports.get(listener) else {
+                return Err(format!(
+                    "no `{listener}` listener is running (start the server with a `serve` step first)"
+                )
+                .into());
+            };
+            let (protocol, implicit_tls) = crate::scenario::listener(listener)
+                .ok_or_else(|| format!("unknown listener {listener}"))?;
+            let mut conn = Conn::open(listener, protocol, port, implicit_tls, &self.ca())
+                .map_err(|e| self.wire_problem(None, vec![e]))?;
+            let result = read_and_check(&mut conn, greeting);
+            self.conns.insert(name.clone(), conn);
+            return result.map_err(|problems| self.wire_problem(Some(name), problems));
+        }
+        let ca = self.ca();
+        let Some(conn) = self.conns.get_mut(name) else {
+            return Err(format!("no open connection `{name}`: open it with `connect`").into());
+        };
+        let mut remove = false;
+        let result = match &step.action {
+            WireAction::Connect { .. } => Ok(()),
+            WireAction::Send {
+                bytes,
+                replies,
+                closed,
+                quiet,
+            } => (|| {
+                conn.send(bytes.as_bytes()).map_err(|e| vec![e])?;
+                if let Some(replies) = replies {
+                    read_and_check(conn, replies)?;
+                }
+                if *closed {
+                    remove = true;
+                    let rest = conn.wait_closed().map_err(|e| vec![e])?;
+                    if !rest.is_empty() {
+                        return Err(vec![format!(
+                            "after the replies, the server sent {} before closing",
+                            wire::shown(&rest)
+                        )]);
+                    }
+                }
+                if *quiet {
+                    conn.expect_quiet(wire::QUIET_FOR).map_err(|e| vec![e])?;
+                }
+                Ok(())
+            })(),
+            WireAction::StartTls { quiet } => conn
+                .start_tls(&ca)
+                .and_then(|()| {
+                    if *quiet {
+                        conn.expect_quiet(wire::QUIET_FOR)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map_err(|e| vec![e]),
+            WireAction::Close => {
+                remove = true;
+                Ok(())
+            }
+            WireAction::ExpectClosed { before } => {
+                remove = true;
+                conn.wait_closed().map_err(|e| vec![e]).and_then(|text| {
+                    let problems = wire::check_text(before, &text, "what it sent before closing");
+                    if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems)
+                    }
+                })
+            }
+        };
+        let outcome = result.map_err(|problems| self.wire_problem(Some(name), problems));
+        if remove {
+            self.conns.remove(name);
+        }
+        outcome
+    }
+
+    /// A failed wire step, with the connection's transcript and the server's log.
+    fn wire_problem(&self, conn: Option<&String>, problems: Vec<String>) -> StepProblem {
+        let mut outputs = Vec::new();
+        if let Some(conn) = conn.and_then(|name| self.conns.get(name).map(|c| (name, c))) {
+            outputs.push((format!("transcript of {}", conn.0), conn.1.transcript()));
+        }
+        outputs.extend(self.server_log());
+        StepProblem { problems, outputs }
     }
 }
 
-/// Sends SIGKILL to every process of `group`. Through `sh`'s `kill`, since std has no safe way
-/// to signal a process group and this crate has no `unsafe`.
-fn kill_group(group: u32) {
-    let _ = Command::new("sh")
-        .args([
-            "-c",
-            "kill -KILL \"-$1\" 2>/dev/null",
-            "sh",
-            &group.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// Reads the replies `spec` asks for and checks them.
+fn read_and_check(conn: &mut Conn, spec: &Replies) -> Result<(), Vec<String>> {
+    let replies = conn.read_replies(spec).map_err(|e| vec![e])?;
+    let problems = wire::check_replies(spec, &replies);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// The regular files directly in `dir`, sorted.
+fn regular_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot be listed: {e}"))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot be listed: {e}"))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The text of a file, or of every regular file directly in a directory.
+fn texts_of(path: &Path) -> Result<Vec<String>, String> {
+    let files = if path.is_dir() {
+        regular_files(path)?
+    } else {
+        vec![path.to_owned()]
+    };
+    files
+        .iter()
+        .map(|file| {
+            fs::read(file)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))
+        })
+        .collect()
+}
+
+fn describe_texts(texts: &[String]) -> String {
+    match texts {
+        [] => "there is no file".into(),
+        [one] => format!("it is {}", wire::shown(&tail(one, 20))),
+        many => format!("none of its {} files does", many.len()),
+    }
 }
 
 /// Every expectation of `expect` that `output` does not meet.
@@ -543,6 +875,7 @@ fn check_output(expect: &Expect, output: &Output, timeout: Duration) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::ExitStatus;
 
     fn output(code: i32, stdout: &str, stderr: &str) -> Output {
         Output {
@@ -619,49 +952,11 @@ mod tests {
     }
 
     #[test]
-    fn execute_feeds_stdin_and_enforces_the_timeout() {
-        let mut cat = Command::new("sh");
-        cat.args(["-c", "cat; echo err >&2; exit 4"]);
-        let out = execute(cat, Some("hello\n".into()), TIMEOUT).unwrap();
-        assert_eq!(out.status.and_then(|s| s.code()), Some(4));
-        assert_eq!(out.stdout, "hello\n");
-        assert_eq!(out.stderr, "err\n");
-
-        let mut sleeper = Command::new("sleep");
-        sleeper.arg("30");
-        let start = Instant::now();
-        let out = execute(sleeper, None, Duration::from_millis(200)).unwrap();
-        assert!(out.status.is_none());
-        assert!(start.elapsed() < Duration::from_secs(10));
-    }
-
-    #[test]
-    fn processes_left_behind_are_killed() {
-        // A shell that hangs in a child: the timeout must take the child too.
-        let mut hang = Command::new("sh");
-        hang.args(["-c", "echo started; sleep 30; echo never"]);
-        let start = Instant::now();
-        let out = execute(hang, None, Duration::from_millis(300)).unwrap();
-        assert!(out.status.is_none());
-        assert_eq!(out.stdout, "started\n");
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            start.elapsed()
-        );
-
-        // A command that exits but leaves a process holding its output.
-        let mut leak = Command::new("sh");
-        leak.args(["-c", "sleep 30 & echo done"]);
-        let start = Instant::now();
-        let out = execute(leak, None, Duration::from_millis(300)).unwrap();
-        assert_eq!(out.status.and_then(|s| s.code()), Some(0));
-        assert_eq!(out.stdout, "done\n");
-        assert!(out.stray);
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            start.elapsed()
-        );
+    fn ports_are_substituted_and_missing_ones_named() {
+        assert_eq!(unresolved_port("--port {port:pop3} x"), Some("pop3"));
+        assert_eq!(unresolved_port("--port 1110"), None);
+        assert_eq!(unresolved_port("{port:"), None);
+        assert_eq!(tail("a\nb\nc\n", 2), "… 1 earlier lines\nb\nc\n");
+        assert_eq!(tail("a\n", 2), "a\n");
     }
 }

@@ -1,14 +1,17 @@
 //! Scenario files: the TOML format of `fixtures/scenarios/`, parsed and checked at load.
 //!
-//! A file is read into a permissive `Raw*` shape first (every key optional, unknown keys
-//! refused), then turned into [`Scenario`] and [`Step`], which cannot hold a malformed case:
-//! a step is exactly one kind, rule names are well-formed, paths stay inside the scenario's
-//! directory. The format itself is documented for authors in `fixtures/scenarios/README.md`.
+//! Each step is read as a TOML table first: its keys decide which kind of step it is, and a
+//! key that belongs to another kind is refused with the kind it belongs to. The table is then
+//! read into a permissive `RawStep` (every key optional, unknown keys refused) and turned into
+//! [`Step`], which cannot hold a malformed case: rule names are well-formed, paths stay inside
+//! the scenario's directory, a reply check has something to check. The format itself is
+//! documented for authors in `fixtures/scenarios/README.md`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -27,20 +30,32 @@ pub struct Scenario {
     pub seed: String,
     /// When set, the scenario is expected to fail, for this reason.
     pub xfail: Option<String>,
-    /// Written as `dirmail.toml` in the scenario's directory before the first step.
+    /// Written as `dirmail.toml` in the scenario's directory before the first step. In a
+    /// scenario that starts the server it is already merged with the runner's defaults
+    /// ([`crate::serve::merged_config`]).
     pub config: Option<String>,
     pub steps: Vec<Step>,
 }
 
-/// One step. Which kind it is follows from the key that is present.
+/// One step. Which kind it is follows from the keys that are present.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// `run = …`: one invocation of the `dirmail` binary.
     Run(RunStep),
-    /// `exists`, `absent`, `mode`: file-system checks.
+    /// `exec = [program, args…]`: one invocation of another program, a real mail client.
+    Exec(ExecStep),
+    /// `exists`, `absent`, `mode`, `count`, `file_contains`, `file_lacks`: file-system checks.
     Files(FilesStep),
     /// `put = { path, text }`: write a file.
     Put(PutStep),
+    /// `serve = true`: start `dirmail serve` and wait until it is ready.
+    Serve,
+    /// `stop = true`: SIGTERM to the server, then what it printed and how it ended.
+    Stop(StopStep),
+    /// `log_contains`, `log_lacks` alone: the server's log (its standard error) so far.
+    Log(LogCheck),
+    /// `connect`, `send`, `starttls`, `close`, `expect_closed`: one action on a connection.
+    Wire(WireStep),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +65,17 @@ pub struct RunStep {
     pub stdin: Option<String>,
     /// Extra environment for this run only.
     pub env: BTreeMap<String, String>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecStep {
+    /// The program (an absolute path, or a name looked up in `PATH`) and its arguments.
+    pub argv: Vec<String>,
+    pub stdin: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// Overrides the runner's `--timeout` for this program.
+    pub timeout: Option<Duration>,
     pub expect: Expect,
 }
 
@@ -65,18 +91,117 @@ pub struct Expect {
     pub json: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FilesStep {
     pub exists: Vec<String>,
     pub absent: Vec<String>,
     /// Path to the permission bits it must have (`0o600`).
     pub mode: BTreeMap<String, u32>,
+    /// Directory to the number of regular files directly in it.
+    pub count: BTreeMap<String, u64>,
+    /// File (or directory: any file directly in it) to texts it must contain.
+    pub file_contains: BTreeMap<String, Vec<String>>,
+    /// File (or directory: every file directly in it) to texts it must not contain.
+    pub file_lacks: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PutStep {
     pub path: String,
     pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopStep {
+    /// The server's exit code; default 0.
+    pub exit: i32,
+    /// Texts the rest of its standard output (after `ready`) must contain.
+    pub stdout_contains: Vec<String>,
+    pub log: LogCheck,
+}
+
+/// Checks of the server's log (its standard error).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogCheck {
+    /// Each must appear; the runner waits a little for it, as logs are written as things happen.
+    pub contains: Vec<String>,
+    /// None may appear in what has been logged so far.
+    pub lacks: Vec<String>,
+}
+
+/// One action on a named connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireStep {
+    /// The connection's name (`as`), `main` by default.
+    pub conn: String,
+    pub action: WireAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WireAction {
+    /// Open a connection to a listener (TLS at once for implicit-TLS ones) and read the
+    /// greeting.
+    Connect { listener: String, greeting: Replies },
+    /// Send these bytes exactly; then read replies unless `replies` is `None` (`read = false`).
+    Send {
+        bytes: String,
+        replies: Option<Replies>,
+        /// Then the server must close the connection.
+        closed: bool,
+        /// Then nothing more may arrive for a moment.
+        quiet: bool,
+    },
+    /// The TLS handshake, after the server agreed to STARTTLS or STLS.
+    StartTls { quiet: bool },
+    /// Drop the connection without a word.
+    Close,
+    /// The server closes the connection; what it sends before must match `before`.
+    ExpectClosed { before: ReplyChecks },
+}
+
+/// Which replies to read, and what they must be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replies {
+    /// How many replies to read (pipelined commands), at least 1.
+    pub count: usize,
+    /// POP3: a `+OK` reply goes on to the line `.` (LIST, RETR, CAPA, …).
+    pub multiline: bool,
+    /// Each reply must begin with the matching prefix, in order (`expect_all`).
+    pub each: Vec<String>,
+    /// The last reply must begin with this (`expect`).
+    pub last: Option<String>,
+    pub checks: ReplyChecks,
+}
+
+/// Substring checks over the text of every reply a step read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReplyChecks {
+    pub contains: Vec<String>,
+    pub lacks: Vec<String>,
+}
+
+/// The listeners `dirmail serve` prints: what each speaks, and whether it starts with TLS.
+pub const LISTENERS: [(&str, Protocol, bool); 5] = [
+    ("smtp", Protocol::Smtp, false),
+    ("submission", Protocol::Smtp, false),
+    ("smtps", Protocol::Smtp, true),
+    ("pop3", Protocol::Pop3, false),
+    ("pop3s", Protocol::Pop3, true),
+];
+
+/// How replies are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Pop3,
+}
+
+/// The protocol of a listener, and whether it starts with TLS.
+pub fn listener(name: &str) -> Option<(Protocol, bool)> {
+    LISTENERS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|&(_, protocol, tls)| (protocol, tls))
 }
 
 /// A scenario file that could not be read or is malformed.
@@ -136,8 +261,13 @@ impl Scenario {
             .steps
             .into_iter()
             .enumerate()
-            .map(|(i, step)| step.check().map_err(|e| format!("step {}: {e}", i + 1)))
+            .map(|(i, step)| check_step(step).map_err(|e| format!("step {}: {e}", i + 1)))
             .collect::<Result<Vec<_>, _>>()?;
+        let config = if steps.iter().any(|s| matches!(s, Step::Serve)) {
+            Some(crate::serve::merged_config(raw.config.as_deref())?)
+        } else {
+            raw.config
+        };
         Ok(Scenario {
             id: id.to_owned(),
             path: PathBuf::from(id),
@@ -145,7 +275,7 @@ impl Scenario {
             rules: raw.rules,
             seed,
             xfail,
-            config: raw.config,
+            config,
             steps,
         })
     }
@@ -283,14 +413,187 @@ struct RawScenario {
     xfail: Option<String>,
     config: Option<String>,
     #[serde(default, rename = "step")]
-    steps: Vec<RawStep>,
+    steps: Vec<toml::Table>,
 }
 
-/// The union of every step kind's keys; [`RawStep::check`] sorts out which kind it is.
+/// The kinds of step, each with the keys that make a step that kind (`primary`) and every key
+/// it accepts. `expect_closed` and the `log_*` keys make a kind only when no other kind's key
+/// is present, since `send` and `stop` accept them too.
+struct Kind {
+    name: &'static str,
+    primary: &'static [&'static str],
+    keys: &'static [&'static str],
+}
+
+const RUN_KEYS: &[&str] = &[
+    "stdin",
+    "env",
+    "exit",
+    "stdout",
+    "stdout_contains",
+    "stderr",
+    "stderr_contains",
+    "json",
+];
+
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "run",
+        primary: &["run"],
+        keys: RUN_KEYS,
+    },
+    Kind {
+        name: "exec",
+        primary: &["exec"],
+        keys: &[
+            "stdin",
+            "env",
+            "exit",
+            "stdout",
+            "stdout_contains",
+            "stderr",
+            "stderr_contains",
+            "json",
+            "timeout",
+        ],
+    },
+    Kind {
+        name: "files",
+        primary: &[
+            "exists",
+            "absent",
+            "mode",
+            "count",
+            "file_contains",
+            "file_lacks",
+        ],
+        keys: &[],
+    },
+    Kind {
+        name: "put",
+        primary: &["put"],
+        keys: &[],
+    },
+    Kind {
+        name: "serve",
+        primary: &["serve"],
+        keys: &[],
+    },
+    Kind {
+        name: "stop",
+        primary: &["stop"],
+        keys: &["exit", "stdout_contains", "log_contains", "log_lacks"],
+    },
+    Kind {
+        name: "connect",
+        primary: &["connect"],
+        keys: &["as", "expect", "expect_contains", "expect_lacks"],
+    },
+    Kind {
+        name: "send",
+        primary: &["send"],
+        keys: &[
+            "as",
+            "read",
+            "replies",
+            "multiline",
+            "expect",
+            "expect_all",
+            "expect_contains",
+            "expect_lacks",
+            "expect_closed",
+            "expect_quiet",
+        ],
+    },
+    Kind {
+        name: "starttls",
+        primary: &["starttls"],
+        keys: &["as", "expect_quiet"],
+    },
+    Kind {
+        name: "close",
+        primary: &["close"],
+        keys: &["as"],
+    },
+];
+
+/// Kinds made by keys that other kinds accept as well.
+const WEAK_KINDS: &[Kind] = &[
+    Kind {
+        name: "expect_closed",
+        primary: &["expect_closed"],
+        keys: &["as", "expect_contains", "expect_lacks"],
+    },
+    Kind {
+        name: "log",
+        primary: &["log_contains", "log_lacks"],
+        keys: &[],
+    },
+];
+
+impl Kind {
+    fn accepts(&self, key: &str) -> bool {
+        self.primary.contains(&key) || self.keys.contains(&key)
+    }
+}
+
+/// Which kind a step is, from its keys; every key must belong to that kind.
+fn kind_of(table: &toml::Table) -> Result<&'static Kind, String> {
+    let has = |kind: &Kind| kind.primary.iter().any(|k| table.contains_key(*k));
+    let strong: Vec<&Kind> = KINDS.iter().filter(|k| has(k)).collect();
+    let kind = match strong.as_slice() {
+        [kind] => *kind,
+        [] => match WEAK_KINDS.iter().find(|k| has(k)) {
+            Some(kind) => kind,
+            None => {
+                let names: Vec<&str> = KINDS
+                    .iter()
+                    .chain(WEAK_KINDS)
+                    .map(|k| k.primary[0])
+                    .collect();
+                return Err(format!(
+                    "a step needs one of `{}` (or another file check)",
+                    names.join("`, `")
+                ));
+            }
+        },
+        several => {
+            let names: Vec<&str> = several.iter().map(|k| k.name).collect();
+            return Err(format!(
+                "a step is one kind only, but this one has {}; split it into several [[step]]s",
+                names.join(" and ")
+            ));
+        }
+    };
+    for key in table.keys() {
+        if kind.accepts(key) {
+            continue;
+        }
+        let owners: Vec<String> = KINDS
+            .iter()
+            .chain(WEAK_KINDS)
+            .filter(|k| k.accepts(key))
+            .map(|k| format!("`{}`", k.name))
+            .collect();
+        return Err(if owners.is_empty() {
+            format!("unknown key `{key}` in a `{}` step", kind.name)
+        } else {
+            format!(
+                "`{key}` belongs to a {} step, not to a `{}` step",
+                owners.join(" or "),
+                kind.name
+            )
+        });
+    }
+    Ok(kind)
+}
+
+/// The union of every step kind's keys; [`check_step`] sorts out which kind it is.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStep {
     run: Option<RawCommand>,
+    exec: Option<Vec<String>>,
     stdin: Option<String>,
     env: Option<BTreeMap<String, String>>,
     exit: Option<i32>,
@@ -299,12 +602,37 @@ struct RawStep {
     stderr: Option<String>,
     stderr_contains: Option<Vec<String>>,
     json: Option<Value>,
+    timeout: Option<f64>,
 
     exists: Option<Vec<String>>,
     absent: Option<Vec<String>>,
     mode: Option<BTreeMap<String, String>>,
+    count: Option<BTreeMap<String, u64>>,
+    file_contains: Option<BTreeMap<String, Vec<String>>>,
+    file_lacks: Option<BTreeMap<String, Vec<String>>>,
 
     put: Option<RawPut>,
+
+    serve: Option<bool>,
+    stop: Option<bool>,
+    log_contains: Option<Vec<String>>,
+    log_lacks: Option<Vec<String>>,
+
+    #[serde(rename = "as")]
+    conn: Option<String>,
+    connect: Option<String>,
+    send: Option<String>,
+    starttls: Option<bool>,
+    close: Option<bool>,
+    expect_closed: Option<bool>,
+    read: Option<bool>,
+    replies: Option<usize>,
+    multiline: Option<bool>,
+    expect: Option<String>,
+    expect_all: Option<Vec<String>>,
+    expect_contains: Option<Vec<String>>,
+    expect_lacks: Option<Vec<String>>,
+    expect_quiet: Option<bool>,
 }
 
 /// `run = "add example.jp"` or `run = ["add", "example.jp"]`.
@@ -322,88 +650,244 @@ struct RawPut {
     text: String,
 }
 
+fn check_step(table: toml::Table) -> Result<Step, String> {
+    let kind = kind_of(&table)?.name;
+    let raw: RawStep = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string().trim().to_owned())?;
+    raw.check(kind)
+}
+
+/// A switch such as `serve = true`: only `true` means anything.
+fn switch(key: &str, value: Option<bool>) -> Result<bool, String> {
+    match value {
+        Some(false) => Err(format!(
+            "`{key} = false` means nothing; leave the key out or write `{key} = true`"
+        )),
+        Some(true) => Ok(true),
+        None => Ok(false),
+    }
+}
+
 impl RawStep {
-    fn check(self) -> Result<Step, String> {
-        let run_only = [
-            ("stdin", self.stdin.is_some()),
-            ("env", self.env.is_some()),
-            ("exit", self.exit.is_some()),
-            ("stdout", self.stdout.is_some()),
-            ("stdout_contains", self.stdout_contains.is_some()),
-            ("stderr", self.stderr.is_some()),
-            ("stderr_contains", self.stderr_contains.is_some()),
-            ("json", self.json.is_some()),
-        ];
-        let is_files = self.exists.is_some() || self.absent.is_some() || self.mode.is_some();
-        let kinds = [
-            ("run", self.run.is_some()),
-            ("exists/absent/mode", is_files),
-            ("put", self.put.is_some()),
-        ];
-        let present: Vec<&str> = kinds.iter().filter(|k| k.1).map(|k| k.0).collect();
-        match present.as_slice() {
-            [_] => {}
-            [] => {
-                return Err("a step needs one of `run`, `exists`/`absent`/`mode`, or `put`".into());
+    fn check(self, kind: &str) -> Result<Step, String> {
+        match kind {
+            "run" => self.run_step(),
+            "exec" => self.exec_step(),
+            "files" => self.files_step(),
+            "put" => {
+                let put = self.put.ok_or("`put` is missing")?;
+                check_relative_path(&put.path)?;
+                Ok(Step::Put(PutStep {
+                    path: put.path,
+                    text: put.text,
+                }))
             }
-            several => {
-                return Err(format!(
-                    "a step is one kind only, but this one has {}; split it into several [[step]]s",
-                    several.join(" and ")
-                ));
+            "serve" => {
+                switch("serve", self.serve)?;
+                Ok(Step::Serve)
             }
-        }
-        if let Some(command) = self.run {
-            let args = match command {
-                RawCommand::Line(line) => shell_words::split(&line)
-                    .map_err(|e| format!("`run = {line:?}` cannot be split: {e}"))?,
-                RawCommand::Args(args) => args,
-            };
-            if args.is_empty() {
-                return Err("`run` is empty".into());
-            }
-            return Ok(Step::Run(RunStep {
-                args,
-                stdin: self.stdin,
-                env: self.env.unwrap_or_default(),
-                expect: Expect {
+            "stop" => {
+                switch("stop", self.stop)?;
+                Ok(Step::Stop(StopStep {
                     exit: self.exit.unwrap_or(0),
-                    stdout: self.stdout,
                     stdout_contains: self.stdout_contains.unwrap_or_default(),
-                    stderr: self.stderr,
-                    stderr_contains: self.stderr_contains.unwrap_or_default(),
-                    json: self.json.map(json_expectation).transpose()?,
-                },
-            }));
+                    log: LogCheck {
+                        contains: self.log_contains.unwrap_or_default(),
+                        lacks: self.log_lacks.unwrap_or_default(),
+                    },
+                }))
+            }
+            "log" => {
+                let log = LogCheck {
+                    contains: self.log_contains.unwrap_or_default(),
+                    lacks: self.log_lacks.unwrap_or_default(),
+                };
+                if log.contains.is_empty() && log.lacks.is_empty() {
+                    return Err("the log checks of this step are all empty".into());
+                }
+                Ok(Step::Log(log))
+            }
+            _ => self.wire_step(),
         }
-        if let Some((key, _)) = run_only.iter().find(|k| k.1) {
-            return Err(format!("`{key}` belongs to a `run` step"));
+    }
+
+    fn expect(&mut self) -> Result<Expect, String> {
+        Ok(Expect {
+            exit: self.exit.unwrap_or(0),
+            stdout: self.stdout.take(),
+            stdout_contains: self.stdout_contains.take().unwrap_or_default(),
+            stderr: self.stderr.take(),
+            stderr_contains: self.stderr_contains.take().unwrap_or_default(),
+            json: self.json.take().map(json_expectation).transpose()?,
+        })
+    }
+
+    fn run_step(mut self) -> Result<Step, String> {
+        let args = match self.run.take() {
+            Some(RawCommand::Line(line)) => shell_words::split(&line)
+                .map_err(|e| format!("`run = {line:?}` cannot be split: {e}"))?,
+            Some(RawCommand::Args(args)) => args,
+            None => Vec::new(),
+        };
+        if args.is_empty() {
+            return Err("`run` is empty".into());
         }
-        if let Some(put) = self.put {
-            check_relative_path(&put.path)?;
-            return Ok(Step::Put(PutStep {
-                path: put.path,
-                text: put.text,
-            }));
+        Ok(Step::Run(RunStep {
+            args,
+            stdin: self.stdin.take(),
+            env: self.env.take().unwrap_or_default(),
+            expect: self.expect()?,
+        }))
+    }
+
+    fn exec_step(mut self) -> Result<Step, String> {
+        let argv = self.exec.take().unwrap_or_default();
+        if argv.first().is_none_or(|program| program.is_empty()) {
+            return Err("`exec` needs a program: exec = [\"/usr/bin/python3\", \"…\"]".into());
         }
-        let exists = self.exists.unwrap_or_default();
-        let absent = self.absent.unwrap_or_default();
-        let mut mode = BTreeMap::new();
+        let timeout = match self.timeout {
+            Some(secs) if secs > 0.0 && secs.is_finite() => Some(Duration::from_secs_f64(secs)),
+            Some(secs) => return Err(format!("`timeout = {secs}` is not a positive number")),
+            None => None,
+        };
+        Ok(Step::Exec(ExecStep {
+            argv,
+            stdin: self.stdin.take(),
+            env: self.env.take().unwrap_or_default(),
+            timeout,
+            expect: self.expect()?,
+        }))
+    }
+
+    fn files_step(self) -> Result<Step, String> {
+        let mut files = FilesStep {
+            exists: self.exists.unwrap_or_default(),
+            absent: self.absent.unwrap_or_default(),
+            count: self.count.unwrap_or_default(),
+            file_contains: self.file_contains.unwrap_or_default(),
+            file_lacks: self.file_lacks.unwrap_or_default(),
+            ..FilesStep::default()
+        };
         for (path, bits) in self.mode.unwrap_or_default() {
             check_relative_path(&path)?;
-            mode.insert(path, parse_mode(&bits)?);
+            files.mode.insert(path, parse_mode(&bits)?);
         }
-        for path in exists.iter().chain(&absent) {
+        let paths = files
+            .exists
+            .iter()
+            .chain(&files.absent)
+            .chain(files.count.keys())
+            .chain(files.file_contains.keys())
+            .chain(files.file_lacks.keys());
+        for path in paths {
             check_relative_path(path)?;
         }
-        if exists.is_empty() && absent.is_empty() && mode.is_empty() {
+        let empty = files.exists.is_empty()
+            && files.absent.is_empty()
+            && files.mode.is_empty()
+            && files.count.is_empty()
+            && files.file_contains.is_empty()
+            && files.file_lacks.is_empty();
+        if empty {
             return Err("the file checks of this step are all empty".into());
         }
-        Ok(Step::Files(FilesStep {
-            exists,
-            absent,
-            mode,
-        }))
+        Ok(Step::Files(files))
+    }
+
+    fn reply_checks(&mut self) -> ReplyChecks {
+        ReplyChecks {
+            contains: self.expect_contains.take().unwrap_or_default(),
+            lacks: self.expect_lacks.take().unwrap_or_default(),
+        }
+    }
+
+    fn wire_step(mut self) -> Result<Step, String> {
+        let conn = self.conn.take().unwrap_or_else(|| "main".to_owned());
+        if conn.is_empty() {
+            return Err("`as` must name the connection".into());
+        }
+        let action = if let Some(name) = self.connect.take() {
+            if listener(&name).is_none() {
+                let names: Vec<&str> = LISTENERS.iter().map(|l| l.0).collect();
+                return Err(format!(
+                    "`connect = {name:?}`: no such listener; dirmail serve has {}",
+                    names.join(", ")
+                ));
+            }
+            WireAction::Connect {
+                listener: name,
+                greeting: Replies {
+                    count: 1,
+                    multiline: false,
+                    each: Vec::new(),
+                    last: self.expect.take(),
+                    checks: self.reply_checks(),
+                },
+            }
+        } else if let Some(bytes) = self.send.take() {
+            self.send_action(bytes)?
+        } else if switch("starttls", self.starttls)? {
+            WireAction::StartTls {
+                quiet: switch("expect_quiet", self.expect_quiet)?,
+            }
+        } else if switch("close", self.close)? {
+            WireAction::Close
+        } else {
+            switch("expect_closed", self.expect_closed)?;
+            WireAction::ExpectClosed {
+                before: self.reply_checks(),
+            }
+        };
+        Ok(Step::Wire(WireStep { conn, action }))
+    }
+
+    fn send_action(&mut self, bytes: String) -> Result<WireAction, String> {
+        if bytes.is_empty() {
+            return Err("`send` is empty".into());
+        }
+        let each = self.expect_all.take().unwrap_or_default();
+        let count = match (self.replies, each.len()) {
+            (Some(0), _) => return Err("`replies` must be at least 1".into()),
+            (Some(n), 0) => n,
+            (Some(n), m) if n != m => {
+                return Err(format!(
+                    "`replies = {n}` but `expect_all` lists {m} replies"
+                ));
+            }
+            (_, 0) => 1,
+            (_, m) => m,
+        };
+        let last = self.expect.take();
+        let checks = self.reply_checks();
+        let multiline = switch("multiline", self.multiline)?;
+        let checked = last.is_some()
+            || !each.is_empty()
+            || !checks.contains.is_empty()
+            || !checks.lacks.is_empty()
+            || self.replies.is_some()
+            || multiline;
+        let replies = match self.read {
+            Some(false) if checked => {
+                return Err(
+                    "`read = false` sends without reading, so it takes no reply checks".into(),
+                );
+            }
+            Some(false) => None,
+            _ => Some(Replies {
+                count,
+                multiline,
+                each,
+                last,
+                checks,
+            }),
+        };
+        Ok(WireAction::Send {
+            bytes,
+            replies,
+            closed: switch("expect_closed", self.expect_closed)?,
+            quiet: switch("expect_quiet", self.expect_quiet)?,
+        })
     }
 }
 
@@ -479,6 +963,7 @@ put = { path = "a/b/1.test", text = "Subject: x\r\n\r\nhi\r\n" }
                 exists: vec!["dirmail-data/mail".into()],
                 absent: vec!["dirmail-data/mail/x".into()],
                 mode: BTreeMap::from([("dirmail-data/dirmail.db".into(), 0o600)]),
+                ..FilesStep::default()
             })
         );
         assert_eq!(
@@ -587,13 +1072,16 @@ put = { path = "a/b/1.test", text = "Subject: x\r\n\r\nhi\r\n" }
     fn a_step_is_exactly_one_kind() {
         let err = parse("[[step]]\nrun = \"x\"\nexists = [\"a\"]\n").unwrap_err();
         assert!(
-            err.starts_with("step 1:") && err.contains("run and exists"),
+            err.starts_with("step 1:") && err.contains("run and files"),
             "{err}"
         );
         let err = parse("[[step]]\nrun = \"x\"\n[[step]]\nexit = 1\n").unwrap_err();
         assert!(err.starts_with("step 2:"), "{err}");
         let err = parse("[[step]]\nexists = [\"a\"]\nstdout = \"x\"\n").unwrap_err();
-        assert!(err.contains("`stdout` belongs to a `run` step"), "{err}");
+        assert!(
+            err.contains("`stdout` belongs to a `run` or `exec` step, not to a `files` step"),
+            "{err}"
+        );
         let err = parse("[[step]]\nexists = []\n").unwrap_err();
         assert!(err.contains("empty"), "{err}");
     }
@@ -618,6 +1106,13 @@ put = { path = "a/b/1.test", text = "Subject: x\r\n\r\nhi\r\n" }
             panic!("not a files step");
         };
         assert_eq!(files.mode["./a"], 0o755);
+        for bad in [
+            "count = { \"../x\" = 1 }",
+            "file_contains = { \"/x\" = [\"a\"] }",
+        ] {
+            let err = parse(&format!("[[step]]\n{bad}\n")).unwrap_err();
+            assert!(err.contains("path"), "{bad}: {err}");
+        }
         assert_eq!(files.mode["b"], 0o2700);
     }
 
@@ -639,5 +1134,221 @@ put = { path = "a/b/1.test", text = "Subject: x\r\n\r\nhi\r\n" }
             Some("admin/r3-x")
         );
         assert_eq!(scenario_id(root, Path::new("/elsewhere/a.toml")), None);
+    }
+
+    fn step(text: &str) -> Result<Step, String> {
+        parse(&format!("[[step]]\n{text}\n")).map(|s| s.steps[0].clone())
+    }
+
+    fn wire(text: &str) -> WireStep {
+        match step(text) {
+            Ok(Step::Wire(wire)) => wire,
+            other => panic!("not a wire step: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_steps_parse() {
+        assert_eq!(step("serve = true").unwrap(), Step::Serve);
+        assert!(step("serve = false").unwrap_err().contains("means nothing"));
+        assert_eq!(
+            step("stop = true\nexit = 0\nstdout_contains = [\"stopped\"]\nlog_lacks = [\"pw\"]")
+                .unwrap(),
+            Step::Stop(StopStep {
+                exit: 0,
+                stdout_contains: vec!["stopped".into()],
+                log: LogCheck {
+                    contains: vec![],
+                    lacks: vec!["pw".into()],
+                },
+            })
+        );
+        assert_eq!(
+            step("log_contains = [\"pop3 login\"]").unwrap(),
+            Step::Log(LogCheck {
+                contains: vec!["pop3 login".into()],
+                lacks: vec![],
+            })
+        );
+        assert!(step("log_lacks = []").unwrap_err().contains("empty"));
+        let err = step("serve = true\nexit = 1").unwrap_err();
+        assert!(
+            err.contains("`exit` belongs to a `run` or `exec` or `stop` step"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn exec_steps_parse() {
+        let Step::Exec(exec) = step(
+            "exec = [\"/usr/bin/python3\", \"{fixtures}/clients/x.py\", \"{port:pop3}\"]\n\
+             stdin = \"in\"\ntimeout = 5\nexit = 1\nstdout_contains = [\"ok\"]\nenv = { HOME = \"{dir}\" }",
+        )
+        .unwrap() else {
+            panic!("not an exec step");
+        };
+        assert_eq!(exec.argv[2], "{port:pop3}");
+        assert_eq!(exec.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(exec.expect.exit, 1);
+        assert_eq!(exec.env["HOME"], "{dir}");
+        assert!(step("exec = []").unwrap_err().contains("needs a program"));
+        assert!(
+            step("exec = [\"x\"]\ntimeout = 0")
+                .unwrap_err()
+                .contains("timeout")
+        );
+        assert!(
+            step("run = \"x\"\ntimeout = 3")
+                .unwrap_err()
+                .contains("`exec` step")
+        );
+    }
+
+    #[test]
+    fn count_and_file_contents_parse() {
+        let Step::Files(files) = step(
+            "count = { \"d/new\" = 2 }\nfile_contains = { \"d/new\" = [\"Subject: x\"] }\n\
+             file_lacks = { \"f\" = [\"MAIL FROM\"] }",
+        )
+        .unwrap() else {
+            panic!("not a files step");
+        };
+        assert_eq!(files.count["d/new"], 2);
+        assert_eq!(files.file_contains["d/new"], ["Subject: x"]);
+        assert_eq!(files.file_lacks["f"], ["MAIL FROM"]);
+    }
+
+    #[test]
+    fn connection_steps_parse() {
+        assert_eq!(
+            wire("connect = \"smtp\"\nexpect = \"220\""),
+            WireStep {
+                conn: "main".into(),
+                action: WireAction::Connect {
+                    listener: "smtp".into(),
+                    greeting: Replies {
+                        count: 1,
+                        multiline: false,
+                        each: vec![],
+                        last: Some("220".into()),
+                        checks: ReplyChecks::default(),
+                    },
+                },
+            }
+        );
+        let err = step("connect = \"imap\"").unwrap_err();
+        assert!(
+            err.contains("no such listener") && err.contains("pop3s"),
+            "{err}"
+        );
+
+        let send = wire(
+            "send = \"EHLO x\\r\\nMAIL FROM:<a@x>\\r\\n\"\nas = \"c1\"\nexpect_all = [\"250\", \"250\"]\n\
+             expect_contains = [\"PIPELINING\"]\nexpect_lacks = [\"AUTH\"]",
+        );
+        assert_eq!(send.conn, "c1");
+        let WireAction::Send {
+            bytes,
+            replies: Some(replies),
+            closed: false,
+            quiet: false,
+        } = send.action
+        else {
+            panic!("not a send that reads: {:?}", send.action);
+        };
+        assert_eq!(bytes, "EHLO x\r\nMAIL FROM:<a@x>\r\n");
+        assert_eq!(replies.count, 2);
+        assert_eq!(replies.each, ["250", "250"]);
+        assert_eq!(replies.checks.contains, ["PIPELINING"]);
+
+        let send = wire("send = \"LIST\\r\\n\"\nmultiline = true\nexpect = \"+OK\"\nreplies = 1");
+        let WireAction::Send {
+            replies: Some(replies),
+            ..
+        } = send.action
+        else {
+            panic!("not a send that reads");
+        };
+        assert!(replies.multiline);
+        assert_eq!(replies.last.as_deref(), Some("+OK"));
+
+        let send = wire("send = \"x\\r\\n\"\nread = false");
+        assert!(matches!(
+            send.action,
+            WireAction::Send { replies: None, .. }
+        ));
+        // With no check at all, one reply is still read: it must come.
+        let send = wire("send = \"NOOP\\r\\n\"");
+        assert!(matches!(
+            send.action,
+            WireAction::Send {
+                replies: Some(Replies { count: 1, .. }),
+                ..
+            }
+        ));
+
+        let err = step("send = \"x\\r\\n\"\nread = false\nexpect = \"250\"").unwrap_err();
+        assert!(err.contains("read = false"), "{err}");
+        let err = step("send = \"x\"\nreplies = 3\nexpect_all = [\"250\"]").unwrap_err();
+        assert!(err.contains("expect_all"), "{err}");
+        assert!(
+            step("send = \"x\"\nreplies = 0")
+                .unwrap_err()
+                .contains("at least 1")
+        );
+        assert!(step("send = \"\"").unwrap_err().contains("empty"));
+
+        assert_eq!(
+            wire("starttls = true\nexpect_quiet = true\nas = \"c2\""),
+            WireStep {
+                conn: "c2".into(),
+                action: WireAction::StartTls { quiet: true },
+            }
+        );
+        assert_eq!(wire("close = true").action, WireAction::Close);
+        assert_eq!(
+            wire("expect_closed = true\nexpect_contains = [\"421\"]").action,
+            WireAction::ExpectClosed {
+                before: ReplyChecks {
+                    contains: vec!["421".into()],
+                    lacks: vec![],
+                },
+            }
+        );
+        let WireAction::Send { closed, .. } =
+            wire("send = \"QUIT\\r\\n\"\nexpect = \"221\"\nexpect_closed = true").action
+        else {
+            panic!("not a send");
+        };
+        assert!(closed);
+        let err = step("starttls = true\nexpect = \"220\"").unwrap_err();
+        assert!(err.contains("not to a `starttls` step"), "{err}");
+        let err = step("connect = \"smtp\"\nsend = \"x\"").unwrap_err();
+        assert!(err.contains("connect and send"), "{err}");
+        let err = step("close = true\nmultiline = true").unwrap_err();
+        assert!(
+            err.contains("`multiline` belongs to a `send` step"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_serve_scenario_gets_the_merged_config() {
+        let s = parse("[[step]]\nserve = true\n").unwrap();
+        let config = s.config.unwrap();
+        let table: toml::Table = toml::from_str(&config).unwrap();
+        assert_eq!(table["smtp"]["port"].as_integer(), Some(0));
+        assert_eq!(
+            table["server"]["hostname"].as_str(),
+            Some("mail.example.jp")
+        );
+        let admin = parse("[[step]]\nrun = \"x\"\n").unwrap();
+        assert_eq!(admin.config, None);
+        let err = Scenario::parse(
+            "x",
+            &format!("{HEADER}config = \"[smtp\"\n[[step]]\nserve = true\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains("config"), "{err}");
     }
 }
