@@ -244,3 +244,64 @@ fn r21_a_configuration_that_would_send_passwords_in_clear_is_refused() {
     assert_eq!(out.status.code(), Some(2), "serve refuses to start");
     assert!(String::from_utf8_lossy(&out.stderr).contains("R21"));
 }
+
+#[test]
+fn r26_domain_groups_in_the_shared_layout() {
+    let s = Scratch::new();
+    s.config(&format!(
+        "[server]\nhostname = \"mail.example.jp\"\n{}",
+        directory_section(dc(), "MailUsers-t6", &dc().ldaps_url())
+    ));
+    s.expect(0, &["set", "mailbox-layout", "shared"]);
+    s.expect(0, &["set", "authentication", "ad"]);
+    // `add DOMAIN` makes the AD group named after the domain.
+    let text = s.text(0, &["add", "t6a.example"]);
+    assert!(
+        text.contains("Created the Active Directory group t6a.example (R26)"),
+        "{text}"
+    );
+    s.expect(0, &["add", "t6b.example"]);
+    s.expect(
+        0,
+        &["add", "gina@t6a.example", "--create-user", "Gina-Passw0rd"],
+    );
+    s.expect(
+        0,
+        &["add", "hank@t6a.example", "--create-user", "Hank-Passw0rd"],
+    );
+    s.expect(
+        0,
+        &["add", "ivy@t6b.example", "--create-user", "Ivy-Passw0rd1"],
+    );
+    // R9 still holds in the shared layout.
+    assert!(
+        s.text(
+            3,
+            &["add", "gina@t6b.example", "--create-user", "Gina-Passw0rd"]
+        )
+        .contains("R9")
+    );
+
+    let mut admin = dc().admin().expect("admin");
+    let hank = admin.resolve("hank").expect("hank");
+    let ivy = admin.resolve("ivy").expect("ivy");
+    let group_a = admin.resolve("t6a.example").expect("group t6a.example");
+    // hank loses his domain group; ivy is put in a second one.
+    admin.remove_members(&group_a, &[&hank]).expect("remove");
+    admin.add_members(&group_a, &[&ivy]).expect("add");
+
+    let text = s.text(0, &["list", "t6a.example"]);
+    assert!(
+        text.contains("gina@t6a.example") && text.contains("AD domain: t6a.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("AD domain: (none)"),
+        "hank has no domain group: {text}"
+    );
+    let text = s.text(0, &["list", "t6b.example"]);
+    assert!(
+        text.contains("AD domain: conflict (t6a.example, t6b.example)"),
+        "{text}"
+    );
+}

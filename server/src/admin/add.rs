@@ -7,9 +7,9 @@ use super::rules::{
     r11_max_name_len,
 };
 use super::{AdminError, Context, Outcome, Target, parse_target, password_arg};
-use crate::directory::Directory;
+use crate::directory::{AuthMethod, Directory, DirectoryError};
 use crate::names::{Address, DomainName};
-use crate::store::{self, maildir};
+use crate::store::{self, Layout, maildir};
 
 pub fn run(
     ctx: &mut Context,
@@ -36,18 +36,32 @@ pub fn run(
 }
 
 fn add_domain(ctx: &mut Context, domain: &DomainName) -> Result<Outcome, AdminError> {
-    ctx.store.write(|tx| {
+    let ad = super::ad_of(&ctx.ad)?;
+    let group_made = ctx.store.write(|tx| {
         if store::find_domain(tx, domain)?.is_some() {
             return Err(AdminError::state(format!(
                 "The domain {domain} already exists."
             )));
         }
         store::insert_domain(tx, domain)?;
-        Ok(())
+        // R26: under ad in the shared layout, a domain is an AD security group of its name.
+        if store::auth_method(tx)? == AuthMethod::Ad && store::layout(tx)? == Layout::Shared {
+            let ad = ad.ok_or(DirectoryError::AdNotConfigured)?;
+            return Ok(ad
+                .r26_ensure_domain_group(domain.as_str())
+                .map_err(DirectoryError::from)?);
+        }
+        Ok(false)
     })?;
+    let mut text = String::from("Domain successfully added.");
+    if group_made {
+        text.push_str(&format!(
+            "\nCreated the Active Directory group {domain} (R26)."
+        ));
+    }
     Ok(Outcome::new(
-        "Domain successfully added.",
-        json!({ "domain": domain.as_str() }),
+        text,
+        json!({ "domain": domain.as_str(), "ad_group_created": group_made }),
     ))
 }
 
@@ -105,7 +119,10 @@ fn add_mailbox(
         made_dir = Some(dir.clone());
         maildir::create(&dir)?;
         if let Some(password) = &password {
-            directory.create_account(address, password)?;
+            // R26: under ad in the shared layout, the user joins its domain's group.
+            let group = (method == AuthMethod::Ad && layout == Layout::Shared)
+                .then(|| address.domain.to_string());
+            directory.create_account(address, password, group.as_deref())?;
         }
         // R6: the directory gives an SPA account name only where SPA is offered.
         Ok(directory.spa_account_name(address)?)

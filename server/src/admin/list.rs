@@ -4,8 +4,10 @@ use serde_json::json;
 
 use super::{AdminError, Context, Outcome};
 use crate::config::format_size;
+use crate::directory::{AuthMethod, Directory, DirectoryError};
 use crate::names::DomainName;
 use crate::store;
+use crate::store::Layout;
 
 pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
     let conn = ctx.store.conn();
@@ -33,6 +35,15 @@ pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
                 )));
             };
             let mailboxes = store::mailboxes_of(conn, d.id)?;
+            // R26: under ad in the shared layout, each account's domain is its AD group.
+            let ad = super::ad_of(&ctx.ad)?.filter(|_| {
+                matches!(store::auth_method(conn), Ok(AuthMethod::Ad))
+                    && matches!(store::layout(conn), Ok(Layout::Shared))
+            });
+            let all_domains: Vec<String> = store::domains(conn)?
+                .into_iter()
+                .map(|d| d.name.to_string())
+                .collect();
             let mut text = format!(
                 "Mailboxes in {}{}:\n",
                 d.name,
@@ -46,16 +57,31 @@ pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
                     (false, false) => "unlocked",
                 };
                 let quota = m.quota_bytes.map(format_size).unwrap_or_else(|| "-".into());
-                text.push_str(&format!(
-                    "  {:<40} {state:<16} quota {quota}\n",
-                    m.address.to_string()
-                ));
-                rows.push(json!({
+                let mut line = format!("  {:<40} {state:<16} quota {quota}", m.address.to_string());
+                let mut row = json!({
                     "mailbox": m.address.to_string(),
                     "locked": m.locked,
                     "domain_locked": m.domain_locked,
                     "quota_bytes": m.quota_bytes,
-                }));
+                });
+                if let Some(ad) = ad {
+                    let groups = match Directory::ad_user(ad, &m.address)? {
+                        Some(user) => ad
+                            .r26_domain_groups(&user, &all_domains)
+                            .map_err(DirectoryError::from)?,
+                        None => Vec::new(),
+                    };
+                    line.push_str(&match groups.as_slice() {
+                        [] => "  AD domain: (none)".to_owned(),
+                        [one] => format!("  AD domain: {one}"),
+                        many => format!("  AD domain: conflict ({})", many.join(", ")),
+                    });
+                    row["ad_domains"] = json!(groups);
+                    row["ad_domain_conflict"] = json!(groups.len() > 1);
+                }
+                text.push_str(&line);
+                text.push('\n');
+                rows.push(row);
             }
             text.push_str(&format!("{} mailbox(es)", mailboxes.len()));
             Ok(Outcome::new(

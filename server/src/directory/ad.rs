@@ -488,7 +488,7 @@ impl AdDirectory {
 
     /// R26: the security group named after a domain, made by `add DOMAIN` under the shared
     /// layout. Returns true when it made it.
-    pub fn ensure_group(&self, name: &str) -> Result<bool, AdError> {
+    pub fn r26_ensure_domain_group(&self, name: &str) -> Result<bool, AdError> {
         self.r24_with_retries(|ldap| {
             self.service_bind(ldap)?;
             if self.group_dn(ldap, name)?.is_some() {
@@ -511,6 +511,42 @@ impl AdDirectory {
             }
             made.success()?;
             Ok(true)
+        })
+    }
+
+    /// R26: in the `shared` layout, an account's domain is the security group named after the
+    /// domain. Returns the names among `domains` whose group has `user` as a (direct) member:
+    /// none means the account has no domain, two or more are a conflict.
+    pub fn r26_domain_groups(
+        &self,
+        user: &AdUser,
+        domains: &[String],
+    ) -> Result<Vec<String>, AdError> {
+        self.r24_with_retries(|ldap| {
+            self.service_bind(ldap)?;
+            let (entries, _) = ldap
+                .with_timeout(self.attempt_timeout())
+                .search(&user.dn, Scope::Base, "(objectClass=*)", vec!["memberOf"])?
+                .success()?;
+            let member_of: Vec<String> = entries
+                .into_iter()
+                .next()
+                .map(|e| {
+                    SearchEntry::construct(e)
+                        .attrs
+                        .remove("memberOf")
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            let mut found = Vec::new();
+            for domain in domains {
+                if let Some(dn) = self.group_dn(ldap, domain)? {
+                    if member_of.iter().any(|m| m.eq_ignore_ascii_case(&dn)) {
+                        found.push(domain.clone());
+                    }
+                }
+            }
+            Ok(found)
         })
     }
 

@@ -131,7 +131,7 @@ impl<'a> Directory<'a> {
     }
 
     /// The AD user of a mailbox: the one whose UPN is its address.
-    fn ad_user(ad: &AdDirectory, address: &Address) -> Result<Option<AdUser>, DirectoryError> {
+    pub fn ad_user(ad: &AdDirectory, address: &Address) -> Result<Option<AdUser>, DirectoryError> {
         Ok(match ad.find_user(&address.to_string())? {
             Lookup::Found(user) => Some(user),
             Lookup::NotFound | Lookup::Ambiguous => None,
@@ -146,11 +146,13 @@ impl<'a> Directory<'a> {
         })
     }
 
-    /// Creates the account for a new mailbox (`add --create-user`).
+    /// Creates the account for a new mailbox (`add --create-user`); under `ad` in the shared
+    /// layout it also joins `domain_group` (R26).
     pub fn create_account(
         &self,
         address: &Address,
         password: &Secret,
+        domain_group: Option<&str>,
     ) -> Result<(), DirectoryError> {
         match self {
             Directory::Local(db) => db.create(
@@ -160,7 +162,7 @@ impl<'a> Directory<'a> {
             )?,
             Directory::PasswdFile(file) => file.write(address, password)?,
             Directory::Ad(ad) => {
-                ad.create_user(address, password, None)?;
+                ad.create_user(address, password, domain_group)?;
             }
         }
         Ok(())

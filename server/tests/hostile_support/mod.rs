@@ -1,0 +1,427 @@
+//! Helpers for the hostile-input batteries (`hostile_smtp.rs`, `hostile_pop3.rs`): a real
+//! `dirmail serve` whose log is kept in a file, raw line clients with bounded waits, a client
+//! bound to another loopback address, and the server's resident memory.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single wait for the server may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub const PASSWORD: &str = "Bob-pw1-secret";
+pub const CAROL_PASSWORD: &str = "Carol-pw2-secret";
+
+/// A scratch store with `example.jp`, `bob@` and `carol@`, and a `dirmail.toml` that puts
+/// every listener on port 0, lets passwords cross loopback in clear, and adds `extra`.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub server: Running,
+}
+
+impl Rig {
+    pub fn start(extra: &str) -> Rig {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = format!(
+            "[server]\nhostname = \"mail.example.jp\"\nlogging = 2\n\
+             [smtp]\nport = 0\nsubmission_port = 0\nsmtps_port = false\nmax_message_size = \"64KB\"\n\
+             [pop3]\nport = 0\npop3s_port = false\n\
+             [tls]\nplaintext_auth = \"loopback\"\n{extra}"
+        );
+        let config = merge_tables(&config);
+        std::fs::write(dir.path().join("dirmail.toml"), config).expect("write dirmail.toml");
+        admin(dir.path(), &["add", "example.jp"]);
+        admin(
+            dir.path(),
+            &["add", "bob@example.jp", "--create-user", PASSWORD],
+        );
+        admin(
+            dir.path(),
+            &["add", "carol@example.jp", "--create-user", CAROL_PASSWORD],
+        );
+        let server = Running::start(dir.path());
+        Rig { dir, server }
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.server.port(name)
+    }
+
+    /// Messages in `name@example.jp`'s `new/`.
+    pub fn delivered(&self, name: &str) -> Vec<Vec<u8>> {
+        let new = self
+            .dir
+            .path()
+            .join("dirmail-data/mail/example.jp")
+            .join(name)
+            .join("new");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read(f).expect("read a message"))
+            .collect()
+    }
+}
+
+/// Keys given again in a later `[table]` of the same name replace the earlier ones, so a test
+/// can add or override `[smtp]` or `[limits]` keys without repeating a table (TOML refuses).
+fn merge_tables(text: &str) -> String {
+    let mut tables: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut current = 0;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with('[') {
+            current = match tables.iter().position(|(name, _)| name == line) {
+                Some(i) => i,
+                None => {
+                    tables.push((line.to_owned(), Vec::new()));
+                    tables.len() - 1
+                }
+            };
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or(line).trim().to_owned();
+        let Some((_, keys)) = tables.get_mut(current) else {
+            panic!("a key before any [table]: {line}");
+        };
+        match keys.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = line.to_owned(),
+            None => keys.push((key, line.to_owned())),
+        }
+    }
+    let mut out = String::new();
+    for (name, keys) in tables {
+        out.push_str(&name);
+        out.push('\n');
+        for (_, line) in keys {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn admin(dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dirmail"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DIRMAIL_CONFIG")
+        .output()
+        .expect("run dirmail");
+    assert!(
+        out.status.success(),
+        "dirmail {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `dirmail serve` with its standard error in `server.log`; stopped with SIGTERM when dropped.
+pub struct Running {
+    child: Child,
+    ports: std::collections::HashMap<String, u16>,
+    log: PathBuf,
+}
+
+impl Running {
+    fn start(dir: &Path) -> Running {
+        let log = dir.join("server.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dirmail"))
+            .arg("serve")
+            .current_dir(dir)
+            .env_remove("DIRMAIL_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("create the log"))
+            .spawn()
+            .expect("start dirmail serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ports = std::collections::HashMap::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "dirmail serve did not print `ready`; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+            if line.starts_with("ready") {
+                break;
+            }
+            let mut words = line.split_whitespace();
+            if let (Some(name), Some(addr)) = (words.next(), words.next())
+                && let Ok(addr) = addr.parse::<SocketAddr>()
+            {
+                ports.insert(name.to_owned(), addr.port());
+            }
+        }
+        Running { child, ports, log }
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        *self
+            .ports
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} listener in {:?}", self.ports))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The server is still running (it did not crash on what a test sent).
+    pub fn assert_alive(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "the server exited; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Resident memory of the server process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A line client: writes what it is told, reads replies with a bounded wait.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+        Client::over(stream)
+    }
+
+    /// Connects from `source`, another loopback address (127.0.0.2, …), to 127.0.0.1.
+    pub fn connect_from(source: Ipv4Addr, port: u16) -> Client {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("a runtime to make the socket");
+        let stream = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+                let stream = socket
+                    .connect(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))
+                    .await?;
+                stream.into_std()
+            })
+            .expect("connect from another loopback address");
+        stream.set_nonblocking(false).expect("blocking");
+        Client::over(stream)
+    }
+
+    fn over(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        stream.set_write_timeout(Some(WAIT)).expect("write timeout");
+        let writer = stream.try_clone().expect("clone the socket");
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to the server");
+    }
+
+    /// One line, with its line ending; empty at the end of the stream.
+    pub fn line(&mut self) -> String {
+        let mut raw = Vec::new();
+        match self.reader.read_until(b'\n', &mut raw) {
+            Ok(_) => String::from_utf8_lossy(&raw).into_owned(),
+            Err(e) => panic!("no reply within {WAIT:?}: {e}"),
+        }
+    }
+
+    /// One SMTP reply, every line of it; empty when the server closed.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let line = self.line();
+            if line.is_empty() {
+                return all;
+            }
+            let bytes = line.as_bytes();
+            assert!(
+                bytes.len() >= 6
+                    && bytes[..3].iter().all(u8::is_ascii_digit)
+                    && matches!(bytes[3], b' ' | b'-')
+                    && line.ends_with("\r\n"),
+                "not an SMTP reply line: {line:?}"
+            );
+            all.push_str(&line);
+            if bytes[3] == b' ' {
+                return all;
+            }
+        }
+    }
+
+    /// Sends `line` CRLF and returns the SMTP reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Sends `line` CRLF and returns the one-line POP3 reply.
+    pub fn pop(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.pop_line()
+    }
+
+    /// One POP3 status line (`+OK`, `-ERR` or `+ `), checked for its form.
+    pub fn pop_line(&mut self) -> String {
+        let line = self.line();
+        assert!(
+            line.is_empty()
+                || (line.ends_with("\r\n")
+                    && (line.starts_with("+OK")
+                        || line.starts_with("-ERR ")
+                        || line.starts_with("+ "))),
+            "not a POP3 reply: {line:?}"
+        );
+        line
+    }
+
+    /// The body of a multi-line POP3 reply, up to its `.` line.
+    pub fn pop_body(&mut self) -> String {
+        let mut body = String::new();
+        loop {
+            let line = self.line();
+            assert!(
+                !line.is_empty(),
+                "the server closed inside a multi-line reply"
+            );
+            if line == ".\r\n" {
+                return body;
+            }
+            body.push_str(&line);
+        }
+    }
+
+    /// True when the server closes the connection (within the wait), after any last words.
+    pub fn closes(&mut self) -> bool {
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.reader.read(&mut sink) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Writes `chunk` again and again until the server stops taking it (a write blocks for
+    /// `patience`) or `limit` octets went out; returns how many did.
+    pub fn push_until_blocked(&mut self, chunk: &[u8], limit: usize, patience: Duration) -> usize {
+        self.writer
+            .set_write_timeout(Some(patience))
+            .expect("write timeout");
+        let mut sent = 0;
+        while sent < limit {
+            match self.writer.write(chunk) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("the server dropped the connection: {e}"),
+            }
+        }
+        self.writer
+            .set_write_timeout(Some(WAIT))
+            .expect("write timeout");
+        sent
+    }
+}
+
+/// The reply starts with `prefix` (e.g. `250 2.0.0`).
+#[track_caller]
+pub fn expect(reply: &str, prefix: &str) {
+    assert!(
+        reply.lines().last().is_some_and(|l| l.starts_with(prefix)),
+        "expected {prefix:?}, got {reply:?}"
+    );
+}
+
+/// A well-behaved SMTP client delivers one message to bob, start to finish.
+#[track_caller]
+pub fn smtp_still_serves(port: u16) {
+    let mut c = Client::connect(port);
+    expect(&c.reply(), "220");
+    expect(&c.cmd("EHLO fresh.example"), "250");
+    expect(&c.cmd("MAIL FROM:<fresh@client.example>"), "250");
+    expect(&c.cmd("RCPT TO:<bob@example.jp>"), "250");
+    expect(&c.cmd("DATA"), "354");
+    expect(
+        &c.cmd("Subject: still here\r\n\r\nA fresh client is served.\r\n."),
+        "250 2.0.0",
+    );
+    expect(&c.cmd("QUIT"), "221");
+}
+
+/// A well-behaved POP3 client logs in as carol, lists, and quits.
+#[track_caller]
+pub fn pop3_still_serves(port: u16) {
+    let mut c = Client::connect(port);
+    assert!(c.pop_line().starts_with("+OK"));
+    assert!(c.pop("USER carol@example.jp").starts_with("+OK"));
+    let pass = c.pop(&format!("PASS {CAROL_PASSWORD}"));
+    assert!(pass.starts_with("+OK"), "{pass}");
+    assert!(c.pop("STAT").starts_with("+OK"));
+    assert!(c.pop("QUIT").starts_with("+OK"));
+}
+
+/// Waits (bounded) until `check` holds, retrying every 50 ms.
+#[track_caller]
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
