@@ -540,10 +540,10 @@ impl AdDirectory {
                 .unwrap_or_default();
             let mut found = Vec::new();
             for domain in domains {
-                if let Some(dn) = self.group_dn(ldap, domain)? {
-                    if member_of.iter().any(|m| m.eq_ignore_ascii_case(&dn)) {
-                        found.push(domain.clone());
-                    }
+                if let Some(dn) = self.group_dn(ldap, domain)?
+                    && member_of.iter().any(|m| m.eq_ignore_ascii_case(&dn))
+                {
+                    found.push(domain.clone());
                 }
             }
             Ok(found)
