@@ -689,62 +689,15 @@ impl Context<'_> {
         let Some(conn) = self.conns.get_mut(name) else {
             return Err(format!("no open connection `{name}`: open it with `connect`").into());
         };
-        let mut remove = false;
-        let result = match &step.action {
-            WireAction::Connect { .. } => Ok(()),
-            WireAction::Send {
-                bytes,
-                replies,
-                closed,
-                quiet,
-            } => (|| {
-                conn.send(bytes.as_bytes()).map_err(|e| vec![e])?;
-                if let Some(replies) = replies {
-                    read_and_check(conn, replies)?;
-                }
-                if *closed {
-                    remove = true;
-                    let rest = conn.wait_closed().map_err(|e| vec![e])?;
-                    if !rest.is_empty() {
-                        return Err(vec![format!(
-                            "after the replies, the server sent {} before closing",
-                            wire::shown(&rest)
-                        )]);
-                    }
-                }
-                if *quiet {
-                    conn.expect_quiet(wire::QUIET_FOR).map_err(|e| vec![e])?;
-                }
-                Ok(())
-            })(),
-            WireAction::StartTls { quiet } => conn
-                .start_tls(&ca)
-                .and_then(|()| {
-                    if *quiet {
-                        conn.expect_quiet(wire::QUIET_FOR)
-                    } else {
-                        Ok(())
-                    }
-                })
-                .map_err(|e| vec![e]),
-            WireAction::Close => {
-                remove = true;
-                Ok(())
-            }
-            WireAction::ExpectClosed { before } => {
-                remove = true;
-                conn.wait_closed().map_err(|e| vec![e]).and_then(|text| {
-                    let problems = wire::check_text(before, &text, "what it sent before closing");
-                    if problems.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(problems)
-                    }
-                })
-            }
-        };
+        let result = act(conn, &step.action, &ca);
         let outcome = result.map_err(|problems| self.wire_problem(Some(name), problems));
-        if remove {
+        // Whatever came of it, a connection that was closed, or was to be, is gone.
+        if matches!(
+            step.action,
+            WireAction::Close
+                | WireAction::ExpectClosed { .. }
+                | WireAction::Send { closed: true, .. }
+        ) {
             self.conns.remove(name);
         }
         outcome
@@ -758,6 +711,54 @@ impl Context<'_> {
         }
         outputs.extend(self.server_log());
         StepProblem { problems, outputs }
+    }
+}
+
+/// One action on an open connection (`connect` is handled before, as it makes one).
+fn act(conn: &mut Conn, action: &WireAction, ca: &Path) -> Result<(), Vec<String>> {
+    let one = |e: String| vec![e];
+    match action {
+        WireAction::Connect { .. } | WireAction::Close => Ok(()),
+        WireAction::Send {
+            bytes,
+            replies,
+            closed,
+            quiet,
+        } => {
+            conn.send(bytes.as_bytes()).map_err(one)?;
+            if let Some(replies) = replies {
+                read_and_check(conn, replies)?;
+            }
+            if *closed {
+                let rest = conn.wait_closed().map_err(one)?;
+                if !rest.is_empty() {
+                    return Err(one(format!(
+                        "after the replies, the server sent {} before closing",
+                        wire::shown(&rest)
+                    )));
+                }
+            }
+            if *quiet {
+                conn.expect_quiet(wire::QUIET_FOR).map_err(one)?;
+            }
+            Ok(())
+        }
+        WireAction::StartTls { quiet } => {
+            conn.start_tls(ca).map_err(one)?;
+            if *quiet {
+                conn.expect_quiet(wire::QUIET_FOR).map_err(one)?;
+            }
+            Ok(())
+        }
+        WireAction::ExpectClosed { before } => {
+            let text = conn.wait_closed().map_err(one)?;
+            let problems = wire::check_text(before, &text, "what it sent before closing");
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems)
+            }
+        }
     }
 }
 

@@ -654,7 +654,7 @@ fn check_step(table: toml::Table) -> Result<Step, String> {
     let kind = kind_of(&table)?.name;
     let raw: RawStep = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| e.to_string().trim().to_owned())?;
+        .map_err(|e: toml::de::Error| e.to_string().trim().replace('\n', " "))?;
     raw.check(kind)
 }
 

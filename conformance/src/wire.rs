@@ -88,16 +88,13 @@ pub fn check_text(checks: &ReplyChecks, text: &str, what: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for needle in &checks.contains {
         if !text.contains(needle.as_str()) {
-            problems.push(format!(
-                "{what} should contain {needle:?}, but are {}",
-                shown(text)
-            ));
+            problems.push(format!("{what} should contain {needle:?}: {}", shown(text)));
         }
     }
     for needle in &checks.lacks {
         if text.contains(needle.as_str()) {
             problems.push(format!(
-                "{what} should not contain {needle:?}, but are {}",
+                "{what} should not contain {needle:?}: {}",
                 shown(text)
             ));
         }
