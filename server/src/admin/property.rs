@@ -221,12 +221,13 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
                 return Ok(json!(method.as_str()));
             }
             if method == AuthMethod::Ad {
+                // R2 (with R22's way through) first: it holds whatever the directory.
+                r22_switch_to_ad_allowed(tx)?;
                 let Some(ad) = ad else {
                     return Err(AdminError::state(
                         "set authentication ad needs [directory] configured in dirmail.toml (the Active Directory to use).",
                     ));
                 };
-                r22_switch_to_ad_allowed(tx)?;
                 ad.check_reachable().map_err(DirectoryError::from)?;
                 if ad.r23_ensure_mail_group().map_err(DirectoryError::from)? {
                     notes.push(format!(

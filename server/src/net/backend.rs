@@ -197,7 +197,7 @@ impl Backend {
                     Err(_) => return Ok(RecipientVerdict::NotLocal),
                 },
                 None if local_part.eq_ignore_ascii_case("postmaster") => {
-                    match store::domains(conn)?.into_iter().next() {
+                    match self.own_domain(conn)? {
                         Some(row) => row,
                         None => return Ok(RecipientVerdict::LocalUnknown),
                     }
@@ -236,6 +236,27 @@ impl Backend {
         })
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
+    }
+
+    /// The server's own domain, for a bare `<postmaster>` (RFC 5321 §4.5.1): the local domain
+    /// the host name belongs to (`mail.example.jp` → `example.jp`), else the first domain made.
+    fn own_domain(
+        &self,
+        conn: &rusqlite::Connection,
+    ) -> Result<Option<store::DomainRow>, StoreError> {
+        let hostname = self.config.server.hostname.to_ascii_lowercase();
+        let domains = store::domains(conn)?;
+        let mine = domains
+            .iter()
+            .filter(|d| {
+                let name = d.name.as_str();
+                hostname == name || hostname.ends_with(&format!(".{name}"))
+            })
+            .max_by_key(|d| d.name.as_str().len());
+        Ok(match mine {
+            Some(d) => Some(d.clone()),
+            None => domains.into_iter().min_by_key(|d| d.id),
+        })
     }
 
     /// R23: under `ad`, a mailbox receives mail only while its AD user exists and is in the

@@ -155,8 +155,9 @@ fn unique_name(hostname: &str) -> String {
         .chars()
         .map(|c| if c == '/' || c == ':' { '_' } else { c })
         .collect();
+    // Microseconds zero-padded, so names sort in delivery order (POP3 numbers by it).
     format!(
-        "{}.M{}P{}Q{n}.{host}",
+        "{}.M{:06}P{}Q{n}.{host}",
         now.as_secs(),
         now.subsec_micros(),
         std::process::id()
@@ -223,9 +224,29 @@ pub fn list_inbox(maildir: &Path) -> std::io::Result<Vec<MessageFile>> {
             });
         }
     }
-    // The unique names begin with the delivery time, so this is (about) arrival order.
-    out.sort_by(|a, b| a.uid.cmp(&b.uid));
+    out.sort_by_cached_key(|f| arrival_key(&f.uid));
     Ok(out)
+}
+
+/// Sorts Maildir unique names in arrival order: `<secs>.M<micros>…` by the numbers (other
+/// tools, and dirmail before it padded them, write the microseconds unpadded), then by name.
+fn arrival_key(uid: &str) -> (u64, u64, String) {
+    let mut parts = uid.splitn(2, '.');
+    let secs = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX);
+    let micros = parts
+        .next()
+        .and_then(|rest| rest.strip_prefix('M'))
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0);
+    (secs, micros, uid.to_owned())
 }
 
 /// Removes messages; one already gone (another reader removed it) is not an error.
@@ -279,5 +300,25 @@ mod tests {
         assert_eq!(list_inbox(&dir).unwrap().len(), 1);
         // Deleting what is already gone is fine.
         delete_messages(&[&list[0]]).unwrap();
+    }
+
+    #[test]
+    fn arrival_order_reads_the_numbers() {
+        let mut names = vec![
+            "1700000001.M5P1Q0.h",
+            "1700000000.M1000P1Q1.h",
+            "1700000000.M999P1Q0.h",
+            "odd-name",
+        ];
+        names.sort_by_cached_key(|n| arrival_key(n));
+        assert_eq!(
+            names,
+            [
+                "1700000000.M999P1Q0.h",
+                "1700000000.M1000P1Q1.h",
+                "1700000001.M5P1Q0.h",
+                "odd-name"
+            ]
+        );
     }
 }

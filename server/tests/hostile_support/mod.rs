@@ -345,6 +345,20 @@ impl Client {
         }
     }
 
+    /// True when more of the server's output has already arrived: a reply that came in the
+    /// same write as the one just read (a refusal and the `421` after it), or the end.
+    pub fn has_more(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let stream = self.reader.get_ref();
+        stream.set_nonblocking(true).expect("non-blocking");
+        let mut byte = [0u8; 1];
+        let more = !matches!(stream.peek(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock);
+        stream.set_nonblocking(false).expect("blocking");
+        more
+    }
+
     /// True when the server closes the connection (within the wait), after any last words.
     pub fn closes(&mut self) -> bool {
         let mut sink = [0u8; 4096];

@@ -190,6 +190,9 @@ pub fn decide_recipient(
             mailbox,
             quota_left,
         } => match (declared_size, quota_left) {
+            // R15: a full mailbox takes nothing, whatever the size; refusing it here keeps the
+            // other recipients of the message (only the full ones are refused).
+            (_, Some(0)) => RcptDecision::RefuseQuota,
             (Some(size), Some(left)) if size > *left => RcptDecision::RefuseQuota,
             _ => RcptDecision::AcceptLocal {
                 mailbox: mailbox.clone(),
@@ -312,7 +315,8 @@ mod tests {
 
     proptest! {
         /// R16: nothing outside the local domains is accepted unless relaying is permitted;
-        /// R15: a local recipient is refused exactly when the declared size exceeds the quota.
+        /// R15: a local recipient is refused exactly when its mailbox is full or the declared
+        /// size exceeds what is left.
         #[test]
         fn relay_needs_permission(lookup in lookup(), permitted: bool, size: Option<u64>) {
             let decision = decide_recipient(&lookup, permitted, size);
@@ -324,7 +328,8 @@ mod tests {
                 prop_assert_eq!(decision == RcptDecision::RefuseRelay, !permitted);
             }
             if let RecipientLookup::Local { quota_left, .. } = &lookup {
-                let over = matches!((size, quota_left), (Some(s), Some(q)) if s > *q);
+                let over = matches!((size, quota_left), (_, Some(0)))
+                    || matches!((size, quota_left), (Some(s), Some(q)) if s > *q);
                 prop_assert_eq!(decision == RcptDecision::RefuseQuota, over);
             }
         }
