@@ -13,17 +13,19 @@ use crate::run::Runner;
 use crate::scenario;
 
 const USAGE: &str = "\
-usage: conformance --dirmail PATH [--fixtures DIR] [--out DIR] [--jobs N] [--timeout SECS] [FILTER]
+usage: conformance --dirmail PATH [--samba-dc PATH] [--fixtures DIR] [--out DIR] [--jobs N] [--timeout SECS] [FILTER]
 
 Replays the scenarios under DIR (default fixtures/scenarios of the workspace) against the
 dirmail binary at PATH. FILTER keeps the scenarios whose id contains it, or that cover the
 rule it names (R3). Reports go to DIR/junit.xml and DIR/report.md (default
-target/conformance of the workspace).";
+target/conformance of the workspace). Scenarios with `directory = \"samba\"` need --samba-dc, the
+fixture's binary, which starts one real Samba AD domain controller for the whole run.";
 
 /// The command line, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub dirmail: PathBuf,
+    pub samba_dc: Option<PathBuf>,
     pub fixtures: PathBuf,
     pub out: PathBuf,
     pub jobs: usize,
@@ -42,6 +44,7 @@ impl Options {
     pub fn parse(args: &[String]) -> Result<Options, Option<String>> {
         let root = workspace_root();
         let mut dirmail = None;
+        let mut samba_dc = None;
         let mut fixtures = root.join("fixtures/scenarios");
         let mut out = root.join("target/conformance");
         let mut jobs = 4;
@@ -71,6 +74,7 @@ impl Options {
                         .filter(|&n| n > 0)
                         .ok_or_else(|| Some("--jobs needs a positive number".to_owned()))?;
                 }
+                "--samba-dc" => samba_dc = Some(PathBuf::from(value()?)),
                 "--timeout" => {
                     let secs: f64 = value()?
                         .parse()
@@ -91,6 +95,7 @@ impl Options {
         let dirmail = dirmail.ok_or_else(|| Some("--dirmail PATH is required".to_owned()))?;
         Ok(Options {
             dirmail,
+            samba_dc,
             fixtures,
             out,
             jobs,
@@ -161,6 +166,7 @@ fn run(options: &Options) -> Result<i32, String> {
         dirmail,
         fixtures,
         timeout: options.timeout,
+        samba: crate::samba::SharedDc::new(options.samba_dc.clone()),
     };
     let outcomes = runner.run_all(&selected, options.jobs);
 

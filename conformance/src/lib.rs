@@ -11,6 +11,7 @@
 //! - [`serve`]: the server under test, started and stopped by a scenario.
 //! - [`wire`]: connections to it: TLS, raw bytes, replies framed per protocol.
 //! - [`process`]: child processes with deadlines, their output captured.
+//! - [`samba`]: the run's Samba AD domain controller, for scenarios that need one.
 //! - [`text`] and [`json`]: how actual output is compared with what a step expects.
 //! - [`report`]: the terminal table, `junit.xml` and `report.md`.
 //! - [`cli`]: the `conformance` command.
@@ -20,6 +21,7 @@ pub mod json;
 pub mod process;
 pub mod report;
 pub mod run;
+pub mod samba;
 pub mod scenario;
 pub mod serve;
 pub mod text;

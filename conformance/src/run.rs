@@ -49,6 +49,9 @@ pub struct Runner {
     pub fixtures: PathBuf,
     /// A run still going after this long is killed and its step fails.
     pub timeout: Duration,
+    /// The Samba AD domain controller shared by the scenarios that ask for one, started on
+    /// first use.
+    pub samba: crate::samba::SharedDc,
 }
 
 /// What became of one scenario.
@@ -196,11 +199,17 @@ impl Runner {
             .prefix("dirmail-conformance-")
             .tempdir()
             .map_err(|e| Failure::setup(format!("cannot create a temporary directory: {e}")))?;
+        let ad = if scenario.needs_samba {
+            self.samba.facts().map_err(Failure::setup)?
+        } else {
+            Vec::new()
+        };
         let mut ctx = Context {
             runner: self,
             dir: dir.path(),
             dir_text: dir.path().to_string_lossy().into_owned(),
             fixtures_text: self.fixtures.to_string_lossy().into_owned(),
+            ad,
             ports: BTreeMap::new(),
             conns: BTreeMap::new(),
             server: None,
@@ -233,6 +242,8 @@ struct Context<'a> {
     dir: &'a Path,
     dir_text: String,
     fixtures_text: String,
+    /// `{ad:KEY}` → value, from the Samba DC, for scenarios with `directory = "samba"`.
+    ad: Vec<(String, String)>,
     /// Listener name to port, once the server has started.
     ports: BTreeMap<String, u16>,
     /// Open connections by name. Declared before `server`, so they are dropped first.
@@ -285,11 +296,16 @@ fn unresolved_port(text: &str) -> Option<&str> {
 }
 
 impl Context<'_> {
-    /// `{dir}`, `{fixtures}` and `{port:NAME}` of each running listener.
+    /// `{dir}`, `{fixtures}`, `{ad:KEY}` and `{port:NAME}` of each running listener.
     fn subst(&self, text: &str) -> String {
         let mut text = text
             .replace("{dir}", &self.dir_text)
             .replace("{fixtures}", &self.fixtures_text);
+        if text.contains("{ad:") {
+            for (key, value) in &self.ad {
+                text = text.replace(&format!("{{ad:{key}}}"), value);
+            }
+        }
         if text.contains("{port:") {
             for (name, port) in &self.ports {
                 text = text.replace(&format!("{{port:{name}}}"), &port.to_string());

@@ -30,6 +30,9 @@ pub struct Scenario {
     pub seed: String,
     /// When set, the scenario is expected to fail, for this reason.
     pub xfail: Option<String>,
+    /// `directory = "samba"`: the scenario needs the run's Samba AD domain controller, whose
+    /// facts fill `{ad:…}` placeholders.
+    pub needs_samba: bool,
     /// Written as `dirmail.toml` in the scenario's directory before the first step. In a
     /// scenario that starts the server it is already merged with the runner's defaults
     /// ([`crate::serve::merged_config`]).
@@ -257,6 +260,15 @@ impl Scenario {
         if raw.steps.is_empty() {
             return Err("a scenario needs at least one [[step]]".into());
         }
+        let needs_samba = match raw.directory.as_deref() {
+            None => false,
+            Some("samba") => true,
+            Some(other) => {
+                return Err(format!(
+                    "directory = {other:?}: the only directory a scenario can ask for is \"samba\""
+                ));
+            }
+        };
         let steps = raw
             .steps
             .into_iter()
@@ -275,6 +287,7 @@ impl Scenario {
             rules: raw.rules,
             seed,
             xfail,
+            needs_samba,
             config,
             steps,
         })
@@ -411,6 +424,7 @@ struct RawScenario {
     rules: Vec<String>,
     seed: String,
     xfail: Option<String>,
+    directory: Option<String>,
     config: Option<String>,
     #[serde(default, rename = "step")]
     steps: Vec<toml::Table>,

@@ -109,11 +109,13 @@ impl Workspace {
 
     /// `cargo build -p dirmail`, then the runner on that binary.
     fn conformance(&self, runner_args: &[OsString]) -> Result<Status> {
-        let built = self.cargo(&["build", "-p", "dirmail"])?;
+        // The Samba AD fixture's binary too: scenarios with `directory = "samba"` use it.
+        let built = self.cargo(&["build", "-p", "dirmail", "-p", "samba-dc"])?;
         if !built.ok() {
             return Ok(built);
         }
         let dirmail = self.target.join("debug").join("dirmail");
+        let samba_dc = self.target.join("debug").join("samba-dc");
         if !dirmail.is_file() {
             bail!("cargo built dirmail, but there is no {}", dirmail.display());
         }
@@ -121,6 +123,8 @@ impl Workspace {
             .map(OsString::from)
             .into();
         args.push(dirmail.into());
+        args.push("--samba-dc".into());
+        args.push(samba_dc.into());
         args.push("--out".into());
         args.push(self.target.join("conformance").into());
         args.extend(runner_args.iter().cloned());
