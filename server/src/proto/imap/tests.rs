@@ -1,0 +1,1 @@
+//! In-memory IMAP sessions (filled in below).
