@@ -488,6 +488,10 @@ impl Session {
     /// the command fails if it was too big.
     fn literal_announced(&mut self, announcement: LiteralAnnouncement) {
         if announcement.mode != LiteralMode::Sync {
+            if announcement.length > self.config.max_message_size {
+                // Read through it, then refuse the command.
+                self.frag.poison_message();
+            }
             return;
         }
         if announcement.length > self.config.max_message_size {
@@ -518,7 +522,10 @@ impl Session {
         }
         let decoded = match self.frag.decode_message(&CommandCodec::default()) {
             Ok(command) => Ok(command.into_static()),
-            Err(DecodeMessageError::MessageTooLong { .. }) => Err(true),
+            Err(
+                DecodeMessageError::MessageTooLong { .. }
+                | DecodeMessageError::MessagePoisoned { .. },
+            ) => Err(true),
             Err(_) => Err(false),
         };
         match decoded {
@@ -534,6 +541,7 @@ impl Session {
                     (None, "syntax error in the command")
                 };
                 match tag {
+                    Some(tag) if too_long => self.no(tag, code, text),
                     Some(tag) => self.bad(tag, code, text),
                     None => {
                         self.reply(Reply::untagged(StatusKind::Bad, code, text));
