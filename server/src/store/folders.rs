@@ -24,6 +24,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -419,7 +420,7 @@ impl Mailstore {
     /// A UIDVALIDITY never given before in this mailbox: the time, or one more than the last.
     fn next_uidvalidity(&self) -> io::Result<u32> {
         let path = self.root.join(UIDVALIDITY_FILE);
-        let mut file = fs::OpenOptions::new()
+        let mut file = private()
             .read(true)
             .write(true)
             .create(true)
@@ -475,12 +476,23 @@ fn make_folder(dir: &Path) -> Result<(), FolderError> {
         super::private_dir(&dir.join(sub)).map_err(|e| io::Error::other(e.to_string()))?;
     }
     super::private_dir(dir).map_err(|e| io::Error::other(e.to_string()))?;
-    fs::write(dir.join(FOLDER_MARKER), b"")?;
+    private()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(FOLDER_MARKER))?;
     Ok(())
 }
 
+/// Options for a file only the server may read (0600), like the rest of the store.
+fn private() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
 fn lock_file(path: &Path) -> io::Result<fs::File> {
-    let file = fs::OpenOptions::new()
+    let file = private()
         .write(true)
         .create(true)
         .truncate(false)
@@ -494,7 +506,11 @@ fn lock_file(path: &Path) -> io::Result<fs::File> {
 /// directory fsynced, so a crash leaves the old file or the new one.
 fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = fs::File::create(&tmp)?;
+    let mut file = private()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
@@ -796,7 +812,11 @@ impl Folder {
             ));
         }
         let tmp = self.dir.join(UIDLIST_TMP);
-        let mut file = fs::File::create(&tmp)?;
+        let mut file = private()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         drop(file);
@@ -939,10 +959,7 @@ impl Folder {
         let tmp = self.dir.join("tmp").join(&unique);
         let date = date.unwrap_or_else(now_secs);
         let result = (|| {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
+            let mut file = private().write(true).create_new(true).open(&tmp)?;
             file.write_all(message)?;
             if let Ok(secs) = u64::try_from(date) {
                 file.set_modified(UNIX_EPOCH + Duration::from_secs(secs))?;
@@ -1140,6 +1157,16 @@ mod tests {
                 .iter()
                 .all(|e| e.recent && e.file.starts_with("cur/"))
         );
+        let mode = |name: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(store.root().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(UIDLIST), 0o600, "private like the rest of the store");
+        assert_eq!(mode(UIDLIST_LOCK), 0o600);
         // Another session sees the same UIDs, none of them recent for it.
         let b = Folder::open(&store, "INBOX", true).unwrap();
         assert_eq!(
