@@ -51,6 +51,14 @@ fn scratch() -> Scratch {
 /// Runs `script` after [`PRELUDE`] against `server`; returns what it printed.
 #[track_caller]
 fn python(s: &Scratch, server: &Server, script: &str) -> String {
+    let cert = s.path().join("dirmail-data/tls/cert.pem");
+    // `serve` prints `ready` a moment before the self-signed certificate is on disk.
+    for _ in 0..200 {
+        if cert.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let out = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(format!("{PRELUDE}\n{script}"))
@@ -99,8 +107,14 @@ print(ok(m.fetch("1:*", "(UID FLAGS)")))
 m.logout()
 "#,
     );
-    assert!(first.contains("(UID 1 FLAGS (\\\\Seen \\\\Recent))"), "{first}");
-    assert!(first.contains("(UID 2 FLAGS (\\\\Flagged \\\\Recent))"), "{first}");
+    assert!(
+        first.contains("(UID 1 FLAGS (\\\\Seen \\\\Recent))"),
+        "{first}"
+    );
+    assert!(
+        first.contains("(UID 2 FLAGS (\\\\Flagged \\\\Recent))"),
+        "{first}"
+    );
     let validity = first
         .lines()
         .find_map(|l| l.strip_prefix("UIDVALIDITY "))
@@ -142,7 +156,10 @@ fn passwd_file_login_and_folders() {
     let s = scratch();
     s.expect(0, &["set", "authentication", "passwd-file"]);
     s.expect(0, &["add", "example.jp"]);
-    s.expect(0, &["add", "carol@example.jp", "--create-user", "Carol-pw1"]);
+    s.expect(
+        0,
+        &["add", "carol@example.jp", "--create-user", "Carol-pw1"],
+    );
     let server = Server::start(s.path());
     let out = python(
         &s,
@@ -180,8 +197,14 @@ m.logout()
     );
     assert!(out.contains("[APPENDUID "), "{out}");
     assert!(out.contains("[COPYUID "), "{out}");
-    assert!(out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\""), "{out}");
-    assert!(out.contains("((\"Dave\" NIL \"dave\" \"example.org\"))"), "{out}");
+    assert!(
+        out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("((\"Dave\" NIL \"dave\" \"example.org\"))"),
+        "{out}"
+    );
     assert!(out.contains("[b'1']"), "the expunged message number: {out}");
     assert!(out.contains("'(\\\\HasNoChildren) \".\" Old'"), "{out}");
     assert!(out.contains("((\"\" \".\")) NIL NIL"), "{out}");
@@ -268,7 +291,13 @@ p.quit()
 m.logout()
 "#,
     );
-    assert!(out.contains("noop: ('EXPUNGE', [b'1'])"), "IMAP saw POP3's DELE: {out}");
+    assert!(
+        out.contains("noop: ('EXPUNGE', [b'1'])"),
+        "IMAP saw POP3's DELE: {out}"
+    );
     assert!(out.contains("expunge: [b'1']"), "{out}");
-    assert!(out.contains("left: 1 True"), "UIDL kept across IMAP's renames: {out}");
+    assert!(
+        out.contains("left: 1 True"),
+        "UIDL kept across IMAP's renames: {out}"
+    );
 }
