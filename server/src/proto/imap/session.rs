@@ -1820,35 +1820,42 @@ fn canonical_pattern(pattern: &str) -> String {
     }
 }
 
-/// LIST matching: `*` matches anything, `%` anything but the hierarchy delimiter.
+/// LIST matching: `*` matches anything, `%` anything but the hierarchy delimiter. A dynamic
+/// programme over (pattern so far, name prefix): time is their product, bounded by
+/// [`MAX_PATTERN`] and the longest folder name.
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    // `row[j]`: the pattern so far matches the first `j` characters of the name.
-    let mut row = vec![false; n.len() + 1];
-    row[0] = true;
-    for &pc in &p {
-        let mut next = vec![false; n.len() + 1];
-        match pc {
+    let name: Vec<char> = name.chars().collect();
+    // `row` holds, for each prefix length of the name, whether the pattern so far matches it.
+    let mut row: Vec<bool> = std::iter::once(true)
+        .chain(std::iter::repeat_n(false, name.len()))
+        .collect();
+    for pc in pattern.chars() {
+        let next: Vec<bool> = match pc {
             '*' | '%' => {
                 let mut reachable = false;
-                for j in 0..=n.len() {
-                    reachable |= row[j];
-                    next[j] = reachable;
-                    if pc == '%' && n.get(j) == Some(&DELIMITER) {
-                        reachable = false;
-                    }
-                }
+                row.iter()
+                    .enumerate()
+                    .map(|(j, &matched)| {
+                        reachable |= matched;
+                        let here = reachable;
+                        if pc == '%' && name.get(j) == Some(&DELIMITER) {
+                            reachable = false;
+                        }
+                        here
+                    })
+                    .collect()
             }
-            c => {
-                for j in 0..n.len() {
-                    next[j + 1] = row[j] && n[j] == c;
-                }
-            }
-        }
+            c => std::iter::once(false)
+                .chain(
+                    row.iter()
+                        .zip(name.iter())
+                        .map(|(&matched, &nc)| matched && nc == c),
+                )
+                .collect(),
+        };
         row = next;
     }
-    row[n.len()]
+    row.last().copied().unwrap_or(false)
 }
 
 /// `[COPYUID v src dst]`, or `None` when nothing was copied.
