@@ -396,10 +396,11 @@ async fn copy(
 ) -> Response {
     let mailbox = state.mailbox.clone();
     let result = with_folder(state, peer, move |folder| {
+        let chosen: std::collections::HashSet<u32> = uids.iter().copied().collect();
         let size: u64 = folder
             .entries()
             .iter()
-            .filter(|e| uids.contains(&e.uid))
+            .filter(|e| chosen.contains(&e.uid))
             .map(|e| e.size)
             .sum();
         // A move stays within the mailbox: nothing to charge.

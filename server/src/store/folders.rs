@@ -833,22 +833,39 @@ impl Folder {
         let Some(entry) = self.entries.get(i) else {
             return Ok(None);
         };
+        if entry.file.is_empty() {
+            return Ok(None);
+        }
         let path = self.dir.join(&entry.file);
         if path.exists() {
             return Ok(Some(path));
         }
-        let unique = entry.unique.clone();
-        for f in list_files(&self.dir)? {
-            if f.unique == unique {
-                let path = self.dir.join(&f.file);
-                if let Some(entry) = self.entries.get_mut(i) {
-                    entry.flags = Flags::from_info(&f.info);
-                    entry.file = f.file;
+        self.relist()?;
+        Ok(self
+            .entries
+            .get(i)
+            .filter(|e| !e.file.is_empty())
+            .map(|e| self.dir.join(&e.file)))
+    }
+
+    /// One listing brings every entry's file name and flags up to date (an entry whose file is
+    /// gone gets an empty name until the next scan drops it), so many stale entries cost one
+    /// listing, not one each.
+    fn relist(&mut self) -> io::Result<()> {
+        let found: HashMap<String, (String, String)> = list_files(&self.dir)?
+            .into_iter()
+            .map(|f| (f.unique, (f.file, f.info)))
+            .collect();
+        for entry in &mut self.entries {
+            match found.get(&entry.unique) {
+                Some((file, info)) => {
+                    entry.file.clone_from(file);
+                    entry.flags = Flags::from_info(info);
                 }
-                return Ok(Some(path));
+                None => entry.file.clear(),
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// The message's bytes; `None` when it is gone (expunged by another session, or a POP3
@@ -945,7 +962,8 @@ impl Folder {
             for sub in ["cur", "new"] {
                 fs::File::open(self.dir.join(sub))?.sync_all()?;
             }
-            self.entries.retain(|e| !gone.contains(&e.uid));
+            let gone_set: std::collections::HashSet<u32> = gone.iter().copied().collect();
+            self.entries.retain(|e| !gone_set.contains(&e.uid));
             self.reindex();
             self.write_uidlist()?;
         }

@@ -235,6 +235,11 @@ pub fn current_path(file: &MessageFile) -> Option<PathBuf> {
         return Some(file.path.clone());
     }
     let maildir = file.path.parent()?.parent()?;
+    // The usual case costs one look: moved from `new/` to `cur/` with no flag yet.
+    let moved = maildir.join("cur").join(format!("{}:2,", file.uid));
+    if moved.exists() {
+        return Some(moved);
+    }
     ["cur", "new"].into_iter().find_map(|sub| {
         fs::read_dir(maildir.join(sub))
             .ok()?

@@ -553,6 +553,7 @@ fn folders_create_list_rename_delete_subscribe() {
     h.send("b7 NAMESPACE")
         .has("* NAMESPACE ((\"\" \".\")) NIL NIL")
         .ends("b7 OK");
+    h.send("b9 ENABLE IMAP4rev2").has("* ENABLED").ends("b9 OK");
     h.send("b8 ID (\"name\" \"test\")")
         .has("* ID (\"name\" \"dirmail\"")
         .ends("b8 OK");
@@ -887,6 +888,14 @@ fn noop_reports_what_other_sessions_did() {
     h.send("a3 UID FETCH 1:* FLAGS")
         .has("* 1 EXPUNGE")
         .ends("a3 OK");
+    h.driver.folders.get_mut("INBOX").unwrap().add(
+        b"Subject: later\r\n\r\nlater\r\n",
+        Flags::NONE,
+        1_770_000_000,
+    );
+    h.send("a4 CHECK")
+        .has("* 3 EXISTS")
+        .ends("a4 OK CHECK completed");
 }
 
 #[test]

@@ -139,7 +139,8 @@ impl View {
             .collect();
         seqs.sort_unstable();
         seqs.dedup();
-        self.messages.retain(|m| !uids.contains(&m.uid));
+        let gone: std::collections::HashSet<u32> = uids.iter().copied().collect();
+        self.messages.retain(|m| !gone.contains(&m.uid));
         seqs.into_iter()
             .rev()
             .filter_map(|seq| Data::expunge(seq).ok().map(Reply::data))
