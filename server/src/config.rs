@@ -24,6 +24,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub smtp: SmtpConfig,
     pub pop3: Pop3Config,
+    pub imap: ImapConfig,
     pub tls: TlsConfig,
     pub limits: Limits,
     pub quota: QuotaConfig,
@@ -76,6 +77,14 @@ pub struct Pop3Config {
     pub port: Port,
     /// Implicit TLS POP3 (RFC 8314).
     pub pop3s_port: Port,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    /// IMAP with STARTTLS.
+    pub port: Port,
+    /// Implicit TLS IMAP (RFC 8314).
+    pub imaps_port: Port,
 }
 
 /// Where a clear-text password may cross the wire.
@@ -145,6 +154,8 @@ fn default_retry_count() -> u32 {
 pub const DEFAULT_DATA_DIR: &str = "dirmail-data";
 pub const DEFAULT_POP3_PORT: u16 = 1110;
 pub const DEFAULT_POP3S_PORT: u16 = 1995;
+pub const DEFAULT_IMAP_PORT: u16 = 1143;
+pub const DEFAULT_IMAPS_PORT: u16 = 1993;
 pub const DEFAULT_SMTP_PORT: u16 = 2525;
 pub const DEFAULT_SUBMISSION_PORT: u16 = 2587;
 pub const DEFAULT_SMTPS_PORT: u16 = 2465;
@@ -169,6 +180,8 @@ struct RawConfig {
     smtp: RawSmtp,
     #[serde(default)]
     pop3: RawPop3,
+    #[serde(default)]
+    imap: RawImap,
     #[serde(default)]
     tls: RawTls,
     #[serde(default)]
@@ -226,6 +239,13 @@ struct RawSmtp {
 struct RawPop3 {
     port: Option<RawPort>,
     pop3s_port: Option<RawPort>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImap {
+    port: Option<RawPort>,
+    imaps_port: Option<RawPort>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -377,6 +397,10 @@ impl Config {
             port: port(raw.pop3.port, DEFAULT_POP3_PORT),
             pop3s_port: port(raw.pop3.pop3s_port, DEFAULT_POP3S_PORT),
         };
+        let imap = ImapConfig {
+            port: port(raw.imap.port, DEFAULT_IMAP_PORT),
+            imaps_port: port(raw.imap.imaps_port, DEFAULT_IMAPS_PORT),
+        };
         if raw.tls.cert_file.is_some() != raw.tls.key_file.is_some() {
             return Err(invalid(
                 "tls.cert_file and tls.key_file go together: give both or neither".into(),
@@ -409,6 +433,7 @@ impl Config {
             },
             smtp,
             pop3,
+            imap,
             tls,
             limits,
             quota: QuotaConfig { default_limit },
@@ -534,6 +559,10 @@ require_own_sender = true
 port = 1110
 pop3s_port = 1995         # implicit TLS (RFC 8314)
 
+[imap]
+port = 1143               # STARTTLS
+imaps_port = 1993         # implicit TLS (RFC 8314)
+
 [tls]
 # A PEM certificate chain and its key. With neither, a self-signed certificate is made at
 # first start and kept in <data_dir>/tls/.
@@ -581,6 +610,7 @@ mod tests {
             Path::new("/etc/dirmail/dirmail-data/mail")
         );
         assert_eq!(c.pop3.port, Some(1110));
+        assert_eq!((c.imap.port, c.imap.imaps_port), (Some(1143), Some(1993)));
         assert_eq!(c.smtp.port, Some(2525));
         assert_eq!(c.tls.plaintext_auth, PlaintextAuth::Tls);
         assert_eq!(c.quota.default_limit, 100 << 20);

@@ -7,7 +7,7 @@
 //! - [`directory`]: one enum over the account sources (`local`, `passwd-file`, later `ad`).
 //! - [`admin`]: the administration tool, one file per winpop verb; `admin::rules` holds the
 //!   numbered rules of SPEC.md.
-//! - [`proto`]: sans-IO protocol cores (SMTP, POP3).
+//! - [`proto`]: sans-IO protocol cores (SMTP, POP3, IMAP).
 //! - [`auth`]: SASL mechanisms as pure steppers.
 
 pub mod admin;

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod conn;
+pub mod imap;
 pub mod pop3;
 pub mod server;
 pub mod smtp;

@@ -117,10 +117,19 @@ async fn answer(
             let Some(file) = state.snapshot.get(index).filter(|f| f.uid == uid).cloned() else {
                 return Response::TempFail;
             };
-            match tokio::fs::read(&file.path).await {
+            // IMAP may have moved it to `cur/` or changed its flags since the snapshot.
+            let path = tokio::task::spawn_blocking(move || maildir::current_path(&file))
+                .await
+                .ok()
+                .flatten();
+            let Some(path) = path else {
+                tracing::info!(%peer, %uid, "a message of the snapshot is gone");
+                return Response::TempFail;
+            };
+            match tokio::fs::read(&path).await {
                 Ok(bytes) => Response::Message(bytes),
                 Err(e) => {
-                    tracing::warn!(%peer, uid = %file.uid, "cannot read a message: {e}");
+                    tracing::warn!(%peer, %uid, "cannot read a message: {e}");
                     Response::TempFail
                 }
             }

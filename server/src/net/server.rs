@@ -28,6 +28,10 @@ pub enum Service {
     Pop3,
     /// POP3 over implicit TLS.
     Pop3s,
+    /// IMAP (STARTTLS offered).
+    Imap,
+    /// IMAP over implicit TLS.
+    Imaps,
 }
 
 impl Service {
@@ -38,11 +42,13 @@ impl Service {
             Service::Smtps => "smtps",
             Service::Pop3 => "pop3",
             Service::Pop3s => "pop3s",
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
         }
     }
 
     pub fn implicit_tls(self) -> bool {
-        matches!(self, Service::Smtps | Service::Pop3s)
+        matches!(self, Service::Smtps | Service::Pop3s | Service::Imaps)
     }
 }
 
@@ -52,6 +58,8 @@ pub struct Shared {
     pub backend: Arc<Backend>,
     pub tls: TlsAcceptor,
     pub throttle: Throttle,
+    /// IMAP sessions waiting for news of the mailboxes they have open.
+    pub imap: super::imap::Hub,
     /// Becomes `true` when the server is stopping.
     pub stopping: watch::Receiver<bool>,
 }
@@ -94,6 +102,8 @@ pub async fn bind(config: &Config) -> Result<Vec<Bound>, ServeError> {
         (Service::Smtps, config.smtp.smtps_port),
         (Service::Pop3, config.pop3.port),
         (Service::Pop3s, config.pop3.pop3s_port),
+        (Service::Imap, config.imap.port),
+        (Service::Imaps, config.imap.imaps_port),
     ];
     let mut bound = Vec::new();
     for (service, port) in ports {
@@ -186,6 +196,7 @@ pub async fn run(
         backend,
         tls,
         throttle: Throttle::default(),
+        imap: super::imap::Hub::default(),
         stopping,
     });
     let limit = Arc::new(Semaphore::new(config.limits.socket_max as usize));
@@ -256,6 +267,7 @@ async fn handle(service: Service, tcp: TcpStream, peer: SocketAddr, shared: Arc<
             super::smtp::serve(service, tcp, peer, shared).await
         }
         Service::Pop3 | Service::Pop3s => super::pop3::serve(service, tcp, peer, shared).await,
+        Service::Imap | Service::Imaps => super::imap::serve(service, tcp, peer, shared).await,
     };
     if let Err(e) = result {
         tracing::debug!(service = service.name(), %peer, "connection ended: {e}");
@@ -270,8 +282,9 @@ async fn refuse_busy(service: Service, mut tcp: TcpStream) {
             b"421 4.7.0 Too many connections, try again later\r\n"
         }
         Service::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+        Service::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
         // Implicit TLS: nothing can be said before the handshake.
-        Service::Smtps | Service::Pop3s => b"",
+        Service::Smtps | Service::Pop3s | Service::Imaps => b"",
     };
     let _ = tcp.write_all(line).await;
     let _ = tcp.shutdown().await;

@@ -6,6 +6,7 @@
 //! core reads further input; `StartTls` asks the driver for the handshake, after which it
 //! calls `tls_started()`; `deadline()` says when to call `timeout(now)`.
 
+pub mod imap;
 pub mod pop3;
 pub mod smtp;
 

@@ -249,11 +249,36 @@ fn arrival_key(uid: &str) -> (u64, u64, String) {
     (secs, micros, uid.to_owned())
 }
 
+/// Where a listed message is now: IMAP moves messages from `new/` to `cur/` and renames them
+/// when their flags change, keeping the unique name (`uid`). `None` when it is gone.
+pub fn current_path(file: &MessageFile) -> Option<PathBuf> {
+    if file.path.exists() {
+        return Some(file.path.clone());
+    }
+    let maildir = file.path.parent()?.parent()?;
+    // The usual case costs one look: moved from `new/` to `cur/` with no flag yet.
+    let moved = maildir.join("cur").join(format!("{}:2,", file.uid));
+    if moved.exists() {
+        return Some(moved);
+    }
+    ["cur", "new"].into_iter().find_map(|sub| {
+        fs::read_dir(maildir.join(sub))
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                (name.split(':').next() == Some(file.uid.as_str())).then(|| entry.path())
+            })
+    })
+}
+
 /// Removes messages; one already gone (another reader removed it) is not an error.
 pub fn delete_messages(files: &[&MessageFile]) -> std::io::Result<()> {
     let mut dirs = std::collections::BTreeSet::new();
     for file in files {
-        match fs::remove_file(&file.path) {
+        let path = current_path(file).unwrap_or_else(|| file.path.clone());
+        match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
