@@ -24,13 +24,15 @@ pub const CLEANUP_WITHIN: Duration = Duration::from_secs(10);
 
 /// The keys a scenario that starts the server gets unless it sets them: every listener on a
 /// port the system chooses (scenarios run in parallel), and a fixed host name.
-const DEFAULTS: [(&str, &str, Fill); 6] = [
+const DEFAULTS: [(&str, &str, Fill); 8] = [
     ("server", "hostname", Fill::Text("mail.example.jp")),
     ("smtp", "port", Fill::Port),
     ("smtp", "submission_port", Fill::Port),
     ("smtp", "smtps_port", Fill::Port),
     ("pop3", "port", Fill::Port),
     ("pop3", "pop3s_port", Fill::Port),
+    ("imap", "port", Fill::Port),
+    ("imap", "imaps_port", Fill::Port),
 ];
 
 #[derive(Clone, Copy)]

@@ -78,7 +78,7 @@ fn r24_an_unreachable_directory_is_a_temporary_failure() {
     s.config(&format!(
         "[server]\nhostname = \"mail.example.jp\"\n[tls]\nplaintext_auth = \"loopback\"\n\
          [smtp]\nport = 0\nsubmission_port = 0\nsmtps_port = false\n\
-         [pop3]\nport = 0\npop3s_port = false\n{}",
+         [pop3]\nport = 0\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n{}",
         directory_section(&dc, "IMSUsers", &dc.ldaps_url())
     ));
     s.expect(0, &["set", "authentication", "ad"]);

@@ -102,7 +102,7 @@ fn acknowledged_mail_survives_sigkill() {
         s.path().join("dirmail.toml"),
         "[server]\nhostname = \"mail.example.jp\"\nlogging = 1\n\
          [smtp]\nport = 0\nsubmission_port = false\nsmtps_port = false\n\
-         [pop3]\nport = false\npop3s_port = false\n",
+         [pop3]\nport = false\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n",
     )
     .expect("config");
     s.expect(0, &["add", "example.jp"]);

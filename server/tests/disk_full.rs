@@ -82,7 +82,7 @@ fn a_full_disk_gives_452_and_loses_nothing_accepted() {
         format!(
             "[store]\nmailroot = \"{}\"\n[server]\nhostname = \"mail.example.jp\"\nlogging = 1\n\
              [smtp]\nport = 0\nsubmission_port = false\nsmtps_port = false\n\
-             [pop3]\nport = false\npop3s_port = false\n",
+             [pop3]\nport = false\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n",
             mailroot.display()
         ),
     )

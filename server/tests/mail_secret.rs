@@ -48,7 +48,7 @@ fn apop_and_cram_md5_use_the_mail_secret() {
     s.config(
         "[server]\nhostname = \"mail.example.jp\"\nlogging = 1\n\
          [smtp]\nport = false\nsubmission_port = 0\nsmtps_port = false\n\
-         [pop3]\nport = 0\npop3s_port = false\n",
+         [pop3]\nport = 0\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n",
     );
     s.expect(0, &["add", "example.jp"]);
     s.expect(0, &["add", "bob@example.jp", "--create-user", "Bob-pw1"]);
