@@ -43,6 +43,7 @@ fn overlong_command_lines_are_refused_and_the_session_stays_in_step() {
     }
     expect(&c.cmd(""), "500 5.5.6");
     let grown = rig.server.rss_kib().saturating_sub(before);
+    println!("an 8 MB line: the server's RSS grew {grown} KiB");
     assert!(
         grown < 16 * 1024,
         "an 8 MB line grew the server by {grown} KiB"
@@ -105,6 +106,7 @@ fn a_data_stream_without_end_costs_bounded_memory_and_delivers_nothing() {
     let during = rig.server.rss_kib();
     expect(&c.cmd("."), "552 5.3.4");
     let grown = during.max(rig.server.rss_kib()).saturating_sub(before);
+    println!("16 MB of DATA: the server's RSS grew {grown} KiB");
     assert!(
         grown < 24 * 1024,
         "16 MB of DATA grew the server by {grown} KiB"
@@ -300,6 +302,7 @@ fn a_client_that_reads_nothing_is_not_buffered_without_bound() {
         "the server took {sent} octets of commands without its replies being read"
     );
     let grown = rig.server.rss_kib().saturating_sub(before);
+    println!("the server stopped reading after {sent} octets; its RSS grew {grown} KiB");
     assert!(
         grown < 48 * 1024,
         "a client that reads nothing grew the server by {grown} KiB after {sent} octets"
@@ -412,6 +415,7 @@ fn password_guessing_slows_that_address_down_and_not_others() {
         waits.push(started.elapsed());
         expect(&reply, "535 5.7.8");
     }
+    println!("refusals from one address waited {waits:?}");
     for (i, wait) in waits.iter().enumerate() {
         let least = Duration::from_millis(250) * (1 << i);
         assert!(
@@ -439,6 +443,9 @@ fn password_guessing_slows_that_address_down_and_not_others() {
     let other_done = started.elapsed();
     expect(&guesser.reply(), "535 5.7.8");
     let guess_done = started.elapsed();
+    println!(
+        "another address logged in after {other_done:?}; the guess was answered after {guess_done:?}"
+    );
     assert!(
         other_done < guess_done,
         "the other address waited {other_done:?}, the guesser {guess_done:?}"

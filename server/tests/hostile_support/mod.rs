@@ -29,7 +29,7 @@ impl Rig {
         let config = format!(
             "[server]\nhostname = \"mail.example.jp\"\nlogging = 2\n\
              [smtp]\nport = 0\nsubmission_port = 0\nsmtps_port = false\nmax_message_size = \"64KB\"\n\
-             [pop3]\nport = 0\npop3s_port = false\n\
+             [pop3]\nport = 0\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n\
              [tls]\nplaintext_auth = \"loopback\"\n{extra}"
         );
         let config = merge_tables(&config);

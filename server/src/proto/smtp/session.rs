@@ -161,17 +161,19 @@ impl ReceivedHeader {
             IpAddr::V4(v4) => format!("[{v4}]"),
             IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
         };
-        let helo: String = self
-            .helo
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect();
+        // Nothing the client wrote may bring a control character into the header.
+        let clean = |text: &str| -> String {
+            text.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        };
+        let helo = clean(&self.helo);
         let mut header = format!(
             "Received: from {helo} ({peer})\r\n\tby {} (dirmail) with {}",
             self.hostname, self.protocol
         );
         if let Some(rcpt) = &self.for_recipient {
-            header.push_str(&format!("\r\n\tfor <{rcpt}>"));
+            header.push_str(&format!("\r\n\tfor <{}>", clean(rcpt)));
         }
         header.push_str(&format!("; {date}\r\n"));
         header
