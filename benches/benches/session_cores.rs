@@ -55,7 +55,8 @@ fn smtp_delivery(c: &mut Criterion) {
     group.bench_function("session_4k_message", |b| {
         b.iter(|| {
             let now = Instant::now();
-            let mut session = smtp::Session::new(smtp::Config::new("mail.example.jp"), PEER, true, now);
+            let mut session =
+                smtp::Session::new(smtp::Config::new("mail.example.jp"), PEER, true, now);
             let mut out = session.greeting().to_bytes().len();
             // Fed in 1 KiB reads, as a socket would hand it over.
             for chunk in script.chunks(1024) {
@@ -91,7 +92,9 @@ fn pop3_retr_ten(c: &mut Criterion) {
                 match event {
                     pop3::Event::Reply(reply) => out += reply.to_bytes().len(),
                     pop3::Event::Request(pop3::Request::Authenticate(_)) => {
-                        let _ = session.answer(pop3::Response::Ok { mailbox: "1".into() });
+                        let _ = session.answer(pop3::Response::Ok {
+                            mailbox: "1".into(),
+                        });
                     }
                     pop3::Event::Request(pop3::Request::OpenMailbox { .. }) => {
                         let _ = session.answer(pop3::Response::Opened(infos.clone()));

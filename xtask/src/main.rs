@@ -4,6 +4,7 @@
 //! - `ci`: the gate `.ci/run` ends in: fmt, clippy, tests, conformance, in that order,
 //!   stopping at the first failure.
 //! - `tidy`: the conventions test, `xtask/tests/tidy.rs`.
+//! - `bench [--quick]`: the load generator against dirmail and its peers (`bench.rs`).
 //!
 //! Every task runs cargo from the workspace root, so it works from any directory.
 
@@ -15,6 +16,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
@@ -22,7 +25,10 @@ tasks:
   conformance [FILTER] [ARGS…]  build dirmail and run the conformance scenarios
                                 (ARGS go to the runner: --jobs N, --timeout SECS, …)
   ci                            fmt, clippy, tests and conformance: what .ci/run checks
-  tidy                          the conventions test (//! docs, no todo!)";
+  tidy                          the conventions test (//! docs, no todo!)
+  bench [--quick] [ARGS…]       load-test dirmail beside Postfix and Dovecot (root; installs
+                                them); report in <target>/bench/ (ARGS: --smoke, --no-peers,
+                                --no-ad, --only local|ad, --keep)";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = env::args_os().skip(1).collect();
@@ -30,6 +36,7 @@ fn main() -> ExitCode {
     let result = match task {
         "conformance" => Workspace::locate().and_then(|ws| ws.conformance(&args[1..])),
         "ci" => Workspace::locate().and_then(|ws| ws.ci()),
+        "bench" => Workspace::locate().and_then(|ws| ws.bench(&args[1..])),
         "tidy" => {
             Workspace::locate().and_then(|ws| ws.cargo(&["test", "-p", "xtask", "--test", "tidy"]))
         }
