@@ -4,7 +4,8 @@
 //! - `ci`: the gate `.ci/run` ends in: fmt, clippy, tests, conformance, in that order,
 //!   stopping at the first failure.
 //! - `tidy`: the conventions test, `xtask/tests/tidy.rs`.
-//! - `bench [--quick]`: the load generator against dirmail and its peers (`bench.rs`).
+//! - `fuzz [--seconds N] [TARGET…]`: replay `fuzz/regressions/`, then run the cargo-fuzz
+//!   targets (`fuzz.rs`).
 //!
 //! Every task runs cargo from the workspace root, so it works from any directory.
 
@@ -16,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-mod bench;
+mod fuzz;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -26,9 +27,8 @@ tasks:
                                 (ARGS go to the runner: --jobs N, --timeout SECS, …)
   ci                            fmt, clippy, tests and conformance: what .ci/run checks
   tidy                          the conventions test (//! docs, no todo!)
-  bench [--quick] [ARGS…]       load-test dirmail beside Postfix and Dovecot (root; installs
-                                them); report in <target>/bench/ (ARGS: --smoke, --no-peers,
-                                --no-ad, --only local|ad, --keep)";
+  fuzz [--seconds N] [TARGET…]  replay fuzz/regressions, then fuzz each target N s (default 30)
+";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = env::args_os().skip(1).collect();
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let result = match task {
         "conformance" => Workspace::locate().and_then(|ws| ws.conformance(&args[1..])),
         "ci" => Workspace::locate().and_then(|ws| ws.ci()),
-        "bench" => Workspace::locate().and_then(|ws| ws.bench(&args[1..])),
+        "fuzz" => Workspace::locate().and_then(|ws| ws.fuzz(&args[1..])),
         "tidy" => {
             Workspace::locate().and_then(|ws| ws.cargo(&["test", "-p", "xtask", "--test", "tidy"]))
         }
