@@ -6,6 +6,7 @@
 //! - `tidy`: the conventions test, `xtask/tests/tidy.rs`.
 //! - `fuzz [--seconds N] [TARGET…]`: replay `fuzz/regressions/`, then run the cargo-fuzz
 //!   targets (`fuzz.rs`).
+//! - `bench [--quick]`: the load generator against dirmail and its peers (`bench.rs`).
 //!
 //! Every task runs cargo from the workspace root, so it works from any directory.
 
@@ -17,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod fuzz;
 
 const USAGE: &str = "\
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         "conformance" => Workspace::locate().and_then(|ws| ws.conformance(&args[1..])),
         "ci" => Workspace::locate().and_then(|ws| ws.ci()),
         "fuzz" => Workspace::locate().and_then(|ws| ws.fuzz(&args[1..])),
+        "bench" => Workspace::locate().and_then(|ws| ws.bench(&args[1..])),
         "tidy" => {
             Workspace::locate().and_then(|ws| ws.cargo(&["test", "-p", "xtask", "--test", "tidy"]))
         }
