@@ -30,6 +30,9 @@ tasks:
   ci                            fmt, clippy, tests and conformance: what .ci/run checks
   tidy                          the conventions test (//! docs, no todo!)
   fuzz [--seconds N] [TARGET…]  replay fuzz/regressions, then fuzz each target N s (default 30)
+  bench [--quick] [ARGS…]       load-test dirmail beside Postfix and Dovecot (root; installs
+                                them); report in <target>/bench/ (ARGS: --smoke, --no-peers,
+                                --no-ad, --only local|ad, --keep)
 ";
 
 fn main() -> ExitCode {
