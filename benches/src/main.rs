@@ -12,8 +12,10 @@ use dirmail_benches::plan::{self, Mode, Options};
 #[derive(Debug, Parser)]
 #[command(name = "loadgen")]
 struct Args {
-    /// The dirmail binary to benchmark (a release build).
-    #[arg(long)]
+    /// The dirmail binary to benchmark (a release build). `cargo xtask bench` passes it in the
+    /// environment, so this process's command line does not say "dirmail" and a
+    /// `pkill -f dirmail` elsewhere on a shared machine does not end the run.
+    #[arg(long, env = "BENCH_DIRMAIL")]
     dirmail: PathBuf,
     /// Where the report goes.
     #[arg(long, default_value = "target/bench")]

@@ -116,6 +116,18 @@ impl Row {
         (p.rate > 0.0).then(|| d.rate / p.rate)
     }
 
+    /// Whether the target is met (rate, and p99 where the target names it); `None` without a
+    /// target or a pair of numbers.
+    pub fn met(&self) -> Option<bool> {
+        let target = self.target?;
+        let ratio = self.ratio()?;
+        let (d, p) = (self.dirmail.measured()?, self.peer.measured()?);
+        Some(match target {
+            Target::Ratio { ratio: want } => ratio >= want,
+            Target::RatioAndP99 => ratio >= 1.0 && d.p99_ms <= p.p99_ms,
+        })
+    }
+
     /// `met`, or how far short, or nothing when there is no target or no pair of numbers.
     pub fn verdict(&self) -> Option<String> {
         let target = self.target?;
@@ -469,6 +481,7 @@ mod tests {
         );
         assert_eq!(r.ratio(), Some(3.0));
         assert_eq!(r.verdict().unwrap(), "≥2×: met");
+        assert_eq!(r.met(), Some(true));
         let r = row(
             measured(150.0, 5.0),
             measured(100.0, 5.0),
@@ -490,6 +503,7 @@ mod tests {
             r.verdict().unwrap(),
             "≥1× and p99: rate short by 50%, p99 2.0× worse"
         );
+        assert_eq!(r.met(), Some(false));
         let r = row(
             Cell::not_measured("no IMAP yet"),
             measured(100.0, 10.0),

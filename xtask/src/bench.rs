@@ -37,9 +37,9 @@ impl Workspace {
             }
         }
         // Run directly rather than through `cargo run`, so the progress bars own the terminal.
+        // The server's path goes in the environment: see `--dirmail` in benches/src/main.rs.
         let status = Command::new(&loadgen)
-            .arg("--dirmail")
-            .arg(&dirmail)
+            .env("BENCH_DIRMAIL", &dirmail)
             .arg("--out")
             .arg(self.target.join("bench"))
             .args(args)
