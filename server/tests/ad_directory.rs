@@ -305,3 +305,43 @@ fn r26_domain_groups_in_the_shared_layout() {
         "{text}"
     );
 }
+
+/// Connections to the DC are kept between operations (a login should not pay for a TLS
+/// handshake), and a kept connection never lends one user's bind to another check: after a
+/// right password on a kept connection, a wrong one is still wrong, and the other way round.
+#[test]
+fn kept_connections_serve_the_next_lookup_and_bind_and_judge_each_password_afresh() {
+    use dirmail::directory::ad::{AdDirectory, BindVerdict, Lookup};
+    use dirmail::names::Secret;
+
+    let s = ad_store("MailUsers-pool", "pool.example");
+    for (user, password) in [
+        ("gina@pool.example", "Gina-Passw0rd"),
+        ("hugo@pool.example", "Hugo-Passw0rd"),
+    ] {
+        s.expect(0, &["add", user, "--create-user", password]);
+    }
+    let config = dirmail::config::Config::load(&s.path().join("dirmail.toml")).expect("config");
+    let ad = AdDirectory::new(config.directory.as_ref().expect("[directory]")).expect("ad");
+    let user = |login: &str| match ad.find_user(login).expect("lookup") {
+        Lookup::Found(user) => user,
+        other => panic!("{login}: {other:?}"),
+    };
+    let (gina, hugo) = (user("gina@pool.example"), user("hugo@pool.example"));
+    assert_eq!(ad.kept_connections(), (1, 0), "one lookup connection, kept");
+    let check = |who, password: &str| ad.bind_as(who, &Secret::new(password)).expect("bind");
+    for _ in 0..2 {
+        assert_eq!(check(&gina, "Gina-Passw0rd"), BindVerdict::Accepted);
+        assert_eq!(check(&gina, "Hugo-Passw0rd"), BindVerdict::BadPassword);
+        assert_eq!(check(&hugo, "Gina-Passw0rd"), BindVerdict::BadPassword);
+        assert_eq!(check(&hugo, "Hugo-Passw0rd"), BindVerdict::Accepted);
+        assert_eq!(check(&gina, "Gina-Passw0rd"), BindVerdict::Accepted);
+        assert_eq!(check(&gina, ""), BindVerdict::BadPassword);
+    }
+    assert!(ad.r23_in_mail_group(&gina.dn).expect("membership"));
+    assert_eq!(
+        ad.kept_connections(),
+        (1, 1),
+        "every check reused one connection"
+    );
+}

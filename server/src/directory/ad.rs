@@ -5,6 +5,9 @@
 //! certificate is verified against `ca_file` (or the system roots). A DC that cannot be reached
 //! is retried every `retry_interval_ms`, at most `retry_count` times (R24), and then reported as
 //! [`AdError::Unavailable`] — never as a wrong password.
+//!
+//! Connections are kept between operations in two pools: one bound as the service account for
+//! lookups and changes, one for users' binds (whose identity changes with every login).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::ldap_pool::LdapPool;
 use crate::config::DirectoryConfig;
 use crate::names::{Address, Secret};
 
@@ -87,6 +91,19 @@ pub struct AdDirectory {
     config: DirectoryConfig,
     tls: Arc<ClientConfig>,
     starttls: bool,
+    /// Connections bound as the service account.
+    lookups: LdapPool,
+    /// Connections last bound as some user, for checking passwords.
+    user_binds: LdapPool,
+}
+
+/// Which connections an operation runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Bound as the service account before the operation.
+    Lookup,
+    /// The operation binds as a user itself.
+    UserBind,
 }
 
 impl std::fmt::Debug for AdDirectory {
@@ -155,6 +172,8 @@ impl AdDirectory {
             config: config.clone(),
             tls: Arc::new(tls),
             starttls,
+            lookups: LdapPool::default(),
+            user_binds: LdapPool::default(),
         })
     }
 
@@ -174,25 +193,70 @@ impl AdDirectory {
         LdapConn::with_settings(settings, &self.config.url)
     }
 
-    /// R24: runs `op` on a fresh connection, retrying every `retry_interval_ms` at most
-    /// `retry_count` times while the directory cannot be reached. An answer from the directory
-    /// (even a refusal) is not retried.
+    /// R24: runs `op` bound as the service account, retrying every `retry_interval_ms` at
+    /// most `retry_count` times while the directory cannot be reached. An answer from the
+    /// directory (even a refusal) is not retried.
     pub fn r24_with_retries<T>(
         &self,
+        op: impl FnMut(&mut LdapConn) -> Result<T, LdapError>,
+    ) -> Result<T, AdError> {
+        self.r24_on(Purpose::Lookup, op)
+    }
+
+    fn pool(&self, purpose: Purpose) -> &LdapPool {
+        match purpose {
+            Purpose::Lookup => &self.lookups,
+            Purpose::UserBind => &self.user_binds,
+        }
+    }
+
+    /// Runs `op` on a kept connection when there is one, else on new ones under R24.
+    fn r24_on<T>(
+        &self,
+        purpose: Purpose,
         mut op: impl FnMut(&mut LdapConn) -> Result<T, LdapError>,
     ) -> Result<T, AdError> {
+        let pool = self.pool(purpose);
+        if let Some(mut ldap) = pool.take() {
+            match op(&mut ldap) {
+                Ok(value) => {
+                    pool.give(ldap);
+                    return Ok(value);
+                }
+                // A kept connection the DC has dropped (idle, or a restart): start afresh at
+                // once, and do not count it as one of R24's attempts.
+                Err(e) if is_transient(&e) => {
+                    tracing::debug!("a kept directory connection failed: {e}");
+                    pool.clear();
+                }
+                Err(e) => {
+                    pool.give(ldap);
+                    return Err(answer_error(e));
+                }
+            }
+        }
         let mut last = String::new();
         for attempt in 0..=self.config.retry_count {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(self.config.retry_interval_ms));
             }
             let result = self.connect().and_then(|mut ldap| {
-                let value = op(&mut ldap);
-                let _ = ldap.unbind();
-                value
+                if purpose == Purpose::Lookup {
+                    self.service_bind(&mut ldap)?;
+                }
+                match op(&mut ldap) {
+                    Ok(value) => Ok((value, ldap)),
+                    Err(e) => {
+                        let _ = ldap.unbind();
+                        Err(e)
+                    }
+                }
             });
             match result {
-                Ok(value) => return Ok(value),
+                Ok((value, ldap)) => {
+                    pool.give(ldap);
+                    return Ok(value);
+                }
                 Err(e) if is_transient(&e) => {
                     tracing::debug!(attempt, "directory unreachable: {e}");
                     last = e.to_string();
@@ -205,6 +269,11 @@ impl AdDirectory {
             self.config.url,
             self.config.retry_count + 1
         )))
+    }
+
+    /// Connections kept for lookups and for users' binds (for tests and the log).
+    pub fn kept_connections(&self) -> (usize, usize) {
+        (self.lookups.len(), self.user_binds.len())
     }
 
     /// Binds as the service account; every lookup starts here.
@@ -229,7 +298,6 @@ impl AdDirectory {
     pub fn find_user(&self, login: &str) -> Result<Lookup, AdError> {
         let filter = user_filter(login);
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             let (entries, _) = ldap
                 .with_timeout(self.attempt_timeout())
                 .search(
@@ -271,7 +339,6 @@ impl AdDirectory {
     /// the users container when it is missing. Returns true when it made it.
     pub fn r23_ensure_mail_group(&self) -> Result<bool, AdError> {
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             if self.mail_group_dn(ldap)?.is_some() {
                 return Ok(false);
             }
@@ -299,7 +366,6 @@ impl AdDirectory {
     /// R23: only members of the mail group, directly or through nested groups, are mail users.
     pub fn r23_in_mail_group(&self, user_dn: &str) -> Result<bool, AdError> {
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             let Some(group) = self.mail_group_dn(ldap)? else {
                 return Ok(false);
             };
@@ -318,7 +384,7 @@ impl AdDirectory {
             // An empty password would be an unauthenticated bind, which "succeeds".
             return Ok(BindVerdict::BadPassword);
         }
-        self.r24_with_retries(|ldap| {
+        self.r24_on(Purpose::UserBind, |ldap| {
             let result = ldap
                 .with_timeout(self.attempt_timeout())
                 .simple_bind(&user.dn, password.expose())?;
@@ -359,7 +425,6 @@ impl AdDirectory {
             ));
         }
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             for candidate in &candidates {
                 let filter = format!("(sAMAccountName={})", ldap_escape(candidate.as_str()));
                 let (entries, _) = ldap
@@ -399,7 +464,6 @@ impl AdDirectory {
             .collect();
         let uac = UAC_NORMAL_ACCOUNT.to_string();
         let outcome = self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             // One add with the password, so AD's policy check happens before anything exists.
             let attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = vec![
                 (
@@ -490,7 +554,6 @@ impl AdDirectory {
     /// layout. Returns true when it made it.
     pub fn r26_ensure_domain_group(&self, name: &str) -> Result<bool, AdError> {
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             if self.group_dn(ldap, name)?.is_some() {
                 return Ok(false);
             }
@@ -523,7 +586,6 @@ impl AdDirectory {
         domains: &[String],
     ) -> Result<Vec<String>, AdError> {
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             let (entries, _) = ldap
                 .with_timeout(self.attempt_timeout())
                 .search(&user.dn, Scope::Base, "(objectClass=*)", vec!["memberOf"])?
@@ -557,7 +619,6 @@ impl AdDirectory {
             .flat_map(u16::to_le_bytes)
             .collect();
         let result = self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             ldap.with_timeout(self.attempt_timeout())
                 .modify(
                     &user.dn,
@@ -582,7 +643,6 @@ impl AdDirectory {
     /// `delete NAME@DOMAIN --delete-user`.
     pub fn delete_user(&self, user: &AdUser) -> Result<(), AdError> {
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             ldap.with_timeout(self.attempt_timeout())
                 .delete(&user.dn)?
                 .success()?;
@@ -597,7 +657,6 @@ impl AdDirectory {
             return Ok(false);
         }
         self.r24_with_retries(|ldap| {
-            self.service_bind(ldap)?;
             let group = self
                 .mail_group_dn(ldap)?
                 .ok_or_else(|| missing_group(&self.config.mail_group))?;

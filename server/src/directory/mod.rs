@@ -3,6 +3,7 @@
 //! Adding a source changes the matches in this file, not the callers.
 
 pub mod ad;
+mod ldap_pool;
 pub mod local;
 pub mod login;
 pub mod passwd_file;
