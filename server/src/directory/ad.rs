@@ -10,8 +10,8 @@
 //! lookups and changes, one for users' binds (whose identity changes with every login).
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ldap3::{LdapConn, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, ldap_escape};
 use rustls::ClientConfig;
@@ -95,7 +95,12 @@ pub struct AdDirectory {
     lookups: LdapPool,
     /// Connections last bound as some user, for checking passwords.
     user_binds: LdapPool,
+    /// The mail group's DN as last found, and when: every login asks (R23), and it rarely moves.
+    mail_group: Mutex<Option<(String, Instant)>>,
 }
+
+/// How long a found mail group DN is trusted before it is looked up again.
+const MAIL_GROUP_FOR: Duration = Duration::from_secs(60);
 
 /// Which connections an operation runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +179,7 @@ impl AdDirectory {
             starttls,
             lookups: LdapPool::default(),
             user_binds: LdapPool::default(),
+            mail_group: Mutex::new(None),
         })
     }
 
@@ -335,6 +341,21 @@ impl AdDirectory {
             .map(|e| SearchEntry::construct(e).dn))
     }
 
+    /// [`Self::mail_group_dn`], as found within [`MAIL_GROUP_FOR`]. A missing group is looked up
+    /// every time, so one made meanwhile counts at once.
+    fn mail_group_dn_recent(&self, ldap: &mut LdapConn) -> Result<Option<String>, LdapError> {
+        let lock = || self.mail_group.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((dn, since)) = &*lock()
+            && since.elapsed() < MAIL_GROUP_FOR
+        {
+            return Ok(Some(dn.clone()));
+        }
+        // Not under the lock: a DC that hangs must not make every login wait in line.
+        let found = self.mail_group_dn(ldap)?;
+        *lock() = found.clone().map(|dn| (dn, Instant::now()));
+        Ok(found)
+    }
+
     /// R23: `set authentication ad` creates the mail group (a domain-local security group) in
     /// the users container when it is missing. Returns true when it made it.
     pub fn r23_ensure_mail_group(&self) -> Result<bool, AdError> {
@@ -366,7 +387,7 @@ impl AdDirectory {
     /// R23: only members of the mail group, directly or through nested groups, are mail users.
     pub fn r23_in_mail_group(&self, user_dn: &str) -> Result<bool, AdError> {
         self.r24_with_retries(|ldap| {
-            let Some(group) = self.mail_group_dn(ldap)? else {
+            let Some(group) = self.mail_group_dn_recent(ldap)? else {
                 return Ok(false);
             };
             let filter = format!("(memberOf:{IN_CHAIN}:={})", ldap_escape(group.as_str()));
