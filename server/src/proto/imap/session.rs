@@ -1241,7 +1241,7 @@ impl Session {
             let replies: Vec<Reply> = job
                 .targets
                 .iter()
-                .filter_map(|&uid| self.fetch_reply(&job, uid, None))
+                .filter_map(|&uid| self.fetch_reply(&job, uid, None).ok().flatten())
                 .collect();
             self.out.extend(replies.into_iter().map(Event::Reply));
             return self.finish(job.tag, None, "FETCH completed", job.uid);
@@ -1255,11 +1255,24 @@ impl Session {
         self.ask(Pending::FetchLoad(job), Request::Load { uids });
     }
 
-    fn fetch_reply(&self, job: &FetchJob, uid: u32, raw: Option<&[u8]>) -> Option<Reply> {
-        let view = self.view.as_ref()?;
-        let index = view.index_of(uid)?;
-        let meta = view.messages.get(index)?;
-        let seq = u32::try_from(index + 1).ok()?;
+    fn fetch_reply(
+        &self,
+        job: &FetchJob,
+        uid: u32,
+        raw: Option<&[u8]>,
+    ) -> Result<Option<Reply>, fetch::TooMuchData> {
+        let Some(view) = self.view.as_ref() else {
+            return Ok(None);
+        };
+        let Some((index, meta)) = view
+            .index_of(uid)
+            .and_then(|i| Some((i, view.messages.get(i)?)))
+        else {
+            return Ok(None);
+        };
+        let Ok(seq) = u32::try_from(index + 1) else {
+            return Ok(None);
+        };
         fetch::reply(&job.items, seq, meta, raw, job.seen_set.contains(&uid))
     }
 
@@ -1476,14 +1489,28 @@ impl Session {
                     .get(job.next..job.next.saturating_add(job.batch))
                     .unwrap_or_default()
                     .to_vec();
-                let replies: Vec<Reply> = batch
-                    .iter()
-                    .zip(messages.iter())
-                    .filter_map(|(&uid, bytes)| {
-                        self.fetch_reply(&job, uid, Some(bytes.as_deref()?))
-                    })
-                    .collect();
+                let mut replies = Vec::new();
+                let mut too_much = false;
+                for (&uid, bytes) in batch.iter().zip(messages.iter()) {
+                    let Some(bytes) = bytes.as_deref() else {
+                        continue;
+                    };
+                    match self.fetch_reply(&job, uid, Some(bytes)) {
+                        Ok(reply) => replies.extend(reply),
+                        Err(fetch::TooMuchData) => {
+                            too_much = true;
+                            break;
+                        }
+                    }
+                }
                 self.out.extend(replies.into_iter().map(Event::Reply));
+                if too_much {
+                    return self.no(
+                        job.tag,
+                        Some(code("LIMIT")),
+                        "the FETCH asks for more of one message than the server sends at once",
+                    );
+                }
                 job.next = job.next.saturating_add(job.batch);
                 self.fetch_next(job);
             }

@@ -652,6 +652,27 @@ fn literals_that_cannot_be_read_through_close_the_session() {
 }
 
 #[test]
+fn a_fetch_cannot_make_one_message_reply_huge() {
+    let mut h = Harness::selected();
+    // The same item many times is answered once.
+    let same = vec!["BODY.PEEK[]"; 500].join(" ");
+    let w = h.send(&format!("a1 FETCH 3 ({same})")).ends("a1 OK");
+    assert_eq!(w.0.matches("BODY[] {5018}").count(), 1, "{}", w.0);
+    // Overlapping ranges, each a different item: refused once they carry more than a few
+    // copies of the message.
+    let ranges: Vec<String> = (0..500).map(|i| format!("BODY.PEEK[]<{i}.5018>")).collect();
+    let w = h
+        .send(&format!("a2 FETCH 3 ({})", ranges.join(" ")))
+        .ends("a2 NO [LIMIT]");
+    assert!(w.0.len() < 100_000, "{} octets", w.0.len());
+    // A few copies are fine.
+    h.send("a3 FETCH 3 (RFC822 BODY.PEEK[] BODY.PEEK[TEXT] RFC822.HEADER)")
+        .has("RFC822 {5018}")
+        .has("BODY[TEXT] {5002}")
+        .ends("a3 OK");
+}
+
+#[test]
 fn malformed_commands_get_bad_and_the_session_goes_on() {
     let mut h = Harness::selected();
     h.send("a1 FROB").ends("a1 BAD");
