@@ -38,7 +38,10 @@ fn fetched(name: &str) -> String {
         MessageDataItemName::Envelope,
         MessageDataItemName::BodyStructure,
     ];
-    let reply = fetch::reply(&items, 1, &meta, Some(&raw), false).expect("a FETCH reply");
+    let reply = fetch::reply(&items, 1, &meta, Some(&raw), false)
+        .ok()
+        .flatten()
+        .expect("a FETCH reply");
     let wire = String::from_utf8_lossy(&reply.to_bytes()).into_owned();
     wire.replace(" BODYSTRUCTURE ", "\nBODYSTRUCTURE ")
 }

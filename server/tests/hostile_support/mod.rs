@@ -1,6 +1,7 @@
-//! Helpers for the hostile-input batteries (`hostile_smtp.rs`, `hostile_pop3.rs`): a real
-//! `dirmail serve` whose log is kept in a file, raw line clients with bounded waits, a client
-//! bound to another loopback address, and the server's resident memory.
+//! Helpers for the hostile-input batteries (`hostile_smtp.rs`, `hostile_pop3.rs`,
+//! `hostile_imap.rs`): a real `dirmail serve` whose log is kept in a file, raw line clients with
+//! bounded waits (in clear or, after STARTTLS, inside TLS), a client bound to another loopback
+//! address, and the server's resident memory.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,12 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 /// How long any single wait for the server may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -16,8 +22,12 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub const PASSWORD: &str = "Bob-pw1-secret";
 pub const CAROL_PASSWORD: &str = "Carol-pw2-secret";
 
+/// Turns the plain IMAP listener on (port 0); [`Rig::start`] leaves it off.
+pub const IMAP_ON: &str = "[imap]\nport = 0\n";
+
 /// A scratch store with `example.jp`, `bob@` and `carol@`, and a `dirmail.toml` that puts
-/// every listener on port 0, lets passwords cross loopback in clear, and adds `extra`.
+/// every SMTP and POP3 listener on port 0 (IMAP off unless `extra` has [`IMAP_ON`]), lets
+/// passwords cross loopback in clear, and adds `extra`.
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub server: Running,
@@ -47,8 +57,18 @@ impl Rig {
         Rig { dir, server }
     }
 
+    /// [`Rig::start`] with the plain IMAP listener on as well.
+    pub fn with_imap(extra: &str) -> Rig {
+        Rig::start(&format!("{IMAP_ON}{extra}"))
+    }
+
     pub fn port(&self, name: &str) -> u16 {
         self.server.port(name)
+    }
+
+    /// The store's self-signed certificate, the only root a TLS client here trusts.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.path().join("dirmail-data/tls/cert.pem")
     }
 
     /// Messages in `name@example.jp`'s `new/`.
@@ -345,6 +365,25 @@ impl Client {
         }
     }
 
+    /// One IMAP response (see [`read_imap_response`]); empty when the server closed.
+    pub fn imap_response(&mut self) -> String {
+        read_imap_response(&mut self.reader)
+    }
+
+    /// Every response up to and including the one tagged `tag`; stops early (short of the
+    /// tagged one) when the server closes.
+    pub fn imap_until(&mut self, tag: &str) -> String {
+        imap_until(&mut self.reader, tag)
+    }
+
+    /// Sends `line` CRLF and returns the responses up to the one tagged with its first word.
+    /// (Not for a command the server answers with `+`: use [`Client::send`] and
+    /// [`Client::imap_response`].)
+    pub fn imap(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.imap_until(line.split(' ').next().unwrap_or(line))
+    }
+
     /// True when more of the server's output has already arrived: a reply that came in the
     /// same write as the one just read (a refusal and the `421` after it), or the end.
     pub fn has_more(&mut self) -> bool {
@@ -393,6 +432,134 @@ impl Client {
     }
 }
 
+/// The octet count of the literal a response line ends with (`{n}` CRLF).
+fn literal_length(line: &[u8]) -> Option<usize> {
+    let head = line.strip_suffix(b"}\r\n")?;
+    let open = head.iter().rposition(|&b| b == b'{')?;
+    let digits = head.get(open + 1..)?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// One IMAP response: a line and, each time a line ends in `{n}`, the n octets of the literal
+/// and the line that goes on after it. Empty when the stream ended before it; checked for its
+/// form (`*`, `+` or a tag first, CRLF last).
+pub fn read_imap_response(reader: &mut impl BufRead) -> String {
+    let mut all = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(_) => {}
+            Err(e) => panic!("no reply within {WAIT:?}: {e}"),
+        }
+        if line.is_empty() {
+            assert!(
+                all.is_empty(),
+                "the server closed inside a response: {:?}",
+                String::from_utf8_lossy(&all)
+            );
+            return String::new();
+        }
+        assert!(
+            line.ends_with(b"\r\n"),
+            "not a whole IMAP response line: {:?}",
+            String::from_utf8_lossy(&line)
+        );
+        all.extend_from_slice(&line);
+        let Some(n) = literal_length(&line) else {
+            break;
+        };
+        let mut literal = vec![0u8; n];
+        if let Err(e) = reader.read_exact(&mut literal) {
+            panic!("a literal of {n} octets did not arrive within {WAIT:?}: {e}");
+        }
+        all.extend(literal);
+    }
+    assert!(
+        all.first()
+            .is_some_and(|&b| b == b'*' || b == b'+' || b.is_ascii_alphanumeric()),
+        "not an IMAP response: {:?}",
+        String::from_utf8_lossy(&all)
+    );
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Responses from `reader` up to and including the one tagged `tag` (fewer if it closes).
+pub fn imap_until(reader: &mut impl BufRead, tag: &str) -> String {
+    let tagged = format!("{tag} ");
+    let mut all = String::new();
+    loop {
+        let response = read_imap_response(reader);
+        if response.is_empty() {
+            return all;
+        }
+        all.push_str(&response);
+        if response.starts_with(&tagged) {
+            return all;
+        }
+    }
+}
+
+/// A client whose connection went into TLS after STARTTLS (or STLS).
+pub struct TlsClient {
+    reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+impl TlsClient {
+    /// The TLS handshake on `client`'s connection, trusting only the certificate in `ca` and
+    /// checking it names `localhost`. The server must not have said anything after its reply
+    /// to STARTTLS.
+    pub fn handshake(client: Client, ca: &Path) -> TlsClient {
+        assert!(
+            client.reader.buffer().is_empty(),
+            "the server said more in clear text before the handshake: {:?}",
+            String::from_utf8_lossy(client.reader.buffer())
+        );
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).expect("read the server's certificate") {
+            roots
+                .add(cert.expect("a certificate"))
+                .expect("a root certificate");
+        }
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let name = ServerName::try_from("localhost").expect("a server name");
+        let connection = ClientConnection::new(Arc::new(config), name).expect("a TLS client");
+        let mut tls = StreamOwned::new(connection, client.writer);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .expect("the TLS handshake");
+        }
+        while tls.conn.wants_write() {
+            tls.conn
+                .write_tls(&mut tls.sock)
+                .expect("the TLS handshake");
+        }
+        TlsClient {
+            reader: BufReader::new(tls),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stream = self.reader.get_mut();
+        stream.write_all(bytes).expect("write inside TLS");
+        stream.flush().expect("write inside TLS");
+    }
+
+    /// Sends `line` CRLF and returns the IMAP responses up to the one tagged with its first word.
+    pub fn imap(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        imap_until(&mut self.reader, line.split(' ').next().unwrap_or(line))
+    }
+}
+
 /// The reply starts with `prefix` (e.g. `250 2.0.0`).
 #[track_caller]
 pub fn expect(reply: &str, prefix: &str) {
@@ -428,6 +595,21 @@ pub fn pop3_still_serves(port: u16) {
     assert!(pass.starts_with("+OK"), "{pass}");
     assert!(c.pop("STAT").starts_with("+OK"));
     assert!(c.pop("QUIT").starts_with("+OK"));
+}
+
+/// A well-behaved IMAP client logs in as carol, selects INBOX, and logs out.
+#[track_caller]
+pub fn imap_still_serves(port: u16) {
+    let mut c = Client::connect(port);
+    expect(&c.imap_response(), "* OK");
+    expect(
+        &c.imap(&format!("z1 LOGIN carol@example.jp {CAROL_PASSWORD}")),
+        "z1 OK",
+    );
+    expect(&c.imap("z2 SELECT INBOX"), "z2 OK [READ-WRITE]");
+    let bye = c.imap("z3 LOGOUT");
+    assert!(bye.starts_with("* BYE"), "{bye:?}");
+    expect(&bye, "z3 OK");
 }
 
 /// Waits (bounded) until `check` holds, retrying every 50 ms.

@@ -2,6 +2,7 @@
 //! and the `* n FETCH (…)` reply for one message.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use imap_types::core::{IString, Literal, NString};
@@ -15,7 +16,8 @@ use super::mime::Parsed;
 use super::reply::Reply;
 use super::view::{MessageMeta, flag_list};
 
-/// The items of a FETCH, macros expanded; `UID` added for UID FETCH (RFC 3501 §6.4.8).
+/// The items of a FETCH, macros expanded, each once; `UID` added for UID FETCH (RFC 3501
+/// §6.4.8).
 pub fn items(
     names: MacroOrMessageDataItemNames<'static>,
     uid: bool,
@@ -37,6 +39,9 @@ pub fn items(
         }
         MacroOrMessageDataItemNames::MessageDataItemNames(items) => items,
     };
+    // `BODY[] BODY[] …` thousands of times is one BODY[].
+    let mut seen = HashSet::new();
+    items.retain(|item| seen.insert(item.clone()));
     if items.iter().any(|i| {
         matches!(
             i,
@@ -115,13 +120,46 @@ pub fn internal_date(secs: i64) -> Option<DateTime> {
     DateTime::try_from(utc.fixed_offset()).ok()
 }
 
-/// The `* seq FETCH (…)` reply for one message; `raw` is its bytes when the items need them.
+/// One message's FETCH reply would carry more section data than [`data_budget`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooMuchData;
+
+/// The section data (BODY[…], RFC822…) one message's FETCH reply may carry: a few copies of
+/// the message. Naming the same bytes over and over (`BODY[]<0.n> BODY[]<1.n> …`) cannot make
+/// the server build a reply hundreds of times the message's size.
+pub fn data_budget(size: usize) -> usize {
+    size.saturating_mul(4).saturating_add(64 * 1024)
+}
+
+/// The `* seq FETCH (…)` reply for one message (`None` when it cannot be made); `raw` is its
+/// bytes when the items need them.
 pub fn reply(
     items: &[MessageDataItemName<'static>],
     seq: u32,
     meta: &MessageMeta,
     raw: Option<&[u8]>,
     with_flags: bool,
+) -> Result<Option<Reply>, TooMuchData> {
+    let mut left = raw.map_or(0, |raw| data_budget(raw.len()));
+    let mut over = false;
+    let reply = build(items, seq, meta, raw, with_flags, &mut |octets| {
+        match left.checked_sub(octets) {
+            Some(rest) => left = rest,
+            None => over = true,
+        }
+        !over
+    });
+    if over { Err(TooMuchData) } else { Ok(reply) }
+}
+
+/// [`reply`], each item's section data `charge`d first (which says whether it still fits).
+fn build(
+    items: &[MessageDataItemName<'static>],
+    seq: u32,
+    meta: &MessageMeta,
+    raw: Option<&[u8]>,
+    with_flags: bool,
+    charge: &mut dyn FnMut(usize) -> bool,
 ) -> Option<Reply> {
     let parsed = raw.map(|raw| {
         let parsed = Parsed::new_lazy(raw);
@@ -166,6 +204,9 @@ pub fn reply(
                     }
                     (data, _) => data,
                 };
+                if !charge(data.as_ref().map_or(0, |d| d.len())) {
+                    return None;
+                }
                 MessageDataItem::BodyExt {
                     section: section.clone(),
                     origin: partial.map(|(origin, _)| origin),
@@ -173,14 +214,26 @@ pub fn reply(
                 }
             }
             MessageDataItemName::Rfc822 => {
-                MessageDataItem::Rfc822(literal(Cow::Borrowed(parsed.as_ref()?.raw())))
+                let raw = parsed.as_ref()?.raw();
+                if !charge(raw.len()) {
+                    return None;
+                }
+                MessageDataItem::Rfc822(literal(Cow::Borrowed(raw)))
             }
-            MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(literal(
-                parsed.as_ref()?.section(Some(&Section::Header(None)))?,
-            )),
-            MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(literal(
-                parsed.as_ref()?.section(Some(&Section::Text(None)))?,
-            )),
+            MessageDataItemName::Rfc822Header => {
+                let header = parsed.as_ref()?.section(Some(&Section::Header(None)))?;
+                if !charge(header.len()) {
+                    return None;
+                }
+                MessageDataItem::Rfc822Header(literal(header))
+            }
+            MessageDataItemName::Rfc822Text => {
+                let text = parsed.as_ref()?.section(Some(&Section::Text(None)))?;
+                if !charge(text.len()) {
+                    return None;
+                }
+                MessageDataItem::Rfc822Text(literal(text))
+            }
             MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => continue,
         };
         out.push(value);

@@ -468,6 +468,13 @@ impl Session {
                     ..
                 } if !line_mode => self.literal_announced(announcement),
                 FragmentInfo::Line { announcement, .. } => {
+                    if !line_mode
+                        && announcement.is_none()
+                        && uncountable_literal(self.frag.fragment_bytes(info))
+                    {
+                        self.uncountable_literal();
+                        return;
+                    }
                     if line_mode {
                         let line = trim_line_end(self.frag.fragment_bytes(info)).to_vec();
                         if announcement.is_some() {
@@ -485,10 +492,22 @@ impl Session {
 
     /// A line ended in `{n}` or `{n+}`: agree to a synchronizing literal (RFC 3501 §7.5) or
     /// refuse one that is too big (RFC 7888 §4); a non-synchronizing one is read anyway and
-    /// the command fails if it was too big.
+    /// the command fails if it was too big, unless it is so big (up to 4 GiB) that reading it
+    /// through is not worth it: then the command is refused and the connection closed.
     fn literal_announced(&mut self, announcement: LiteralAnnouncement) {
         if announcement.mode != LiteralMode::Sync {
-            if announcement.length > self.config.max_message_size {
+            let limit = self.config.max_message_size;
+            if u64::from(announcement.length) > 2 * u64::from(limit) {
+                let tag = self.frag.decode_tag().map(IntoStatic::into_static);
+                let text = "the literal is larger than the server accepts";
+                match tag {
+                    Some(tag) => {
+                        self.reply(Reply::tagged(tag, StatusKind::No, Some(Code::TooBig), text))
+                    }
+                    None => self.reply(Reply::untagged(StatusKind::Bad, Some(Code::TooBig), text)),
+                }
+                self.close_with(Reply::bye(None, "not reading a literal that large"));
+            } else if announcement.length > limit {
                 // Read through it, then refuse the command.
                 self.frag.poison_message();
             }
@@ -507,6 +526,18 @@ impl Session {
         } else {
             self.reply(Reply::continuation("Ready for literal data"));
         }
+    }
+
+    /// A line ended in `{n+}` with more than 32 bits of digits: the client sends a literal
+    /// nobody can count, so where the next command starts is unknown. Nothing after it may be
+    /// read as a command: refused, and the connection closed.
+    fn uncountable_literal(&mut self) {
+        let text = "the literal's size does not fit 32 bits";
+        match self.frag.decode_tag().map(IntoStatic::into_static) {
+            Some(tag) => self.reply(Reply::tagged(tag, StatusKind::Bad, None, text)),
+            None => self.reply(Reply::untagged(StatusKind::Bad, None, text)),
+        }
+        self.close_with(Reply::bye(None, "lost track of the command stream"));
     }
 
     /// A complete command (its line and literals) arrived.
@@ -1210,7 +1241,7 @@ impl Session {
             let replies: Vec<Reply> = job
                 .targets
                 .iter()
-                .filter_map(|&uid| self.fetch_reply(&job, uid, None))
+                .filter_map(|&uid| self.fetch_reply(&job, uid, None).ok().flatten())
                 .collect();
             self.out.extend(replies.into_iter().map(Event::Reply));
             return self.finish(job.tag, None, "FETCH completed", job.uid);
@@ -1224,11 +1255,24 @@ impl Session {
         self.ask(Pending::FetchLoad(job), Request::Load { uids });
     }
 
-    fn fetch_reply(&self, job: &FetchJob, uid: u32, raw: Option<&[u8]>) -> Option<Reply> {
-        let view = self.view.as_ref()?;
-        let index = view.index_of(uid)?;
-        let meta = view.messages.get(index)?;
-        let seq = u32::try_from(index + 1).ok()?;
+    fn fetch_reply(
+        &self,
+        job: &FetchJob,
+        uid: u32,
+        raw: Option<&[u8]>,
+    ) -> Result<Option<Reply>, fetch::TooMuchData> {
+        let Some(view) = self.view.as_ref() else {
+            return Ok(None);
+        };
+        let Some((index, meta)) = view
+            .index_of(uid)
+            .and_then(|i| Some((i, view.messages.get(i)?)))
+        else {
+            return Ok(None);
+        };
+        let Ok(seq) = u32::try_from(index + 1) else {
+            return Ok(None);
+        };
         fetch::reply(&job.items, seq, meta, raw, job.seen_set.contains(&uid))
     }
 
@@ -1445,14 +1489,28 @@ impl Session {
                     .get(job.next..job.next.saturating_add(job.batch))
                     .unwrap_or_default()
                     .to_vec();
-                let replies: Vec<Reply> = batch
-                    .iter()
-                    .zip(messages.iter())
-                    .filter_map(|(&uid, bytes)| {
-                        self.fetch_reply(&job, uid, Some(bytes.as_deref()?))
-                    })
-                    .collect();
+                let mut replies = Vec::new();
+                let mut too_much = false;
+                for (&uid, bytes) in batch.iter().zip(messages.iter()) {
+                    let Some(bytes) = bytes.as_deref() else {
+                        continue;
+                    };
+                    match self.fetch_reply(&job, uid, Some(bytes)) {
+                        Ok(reply) => replies.extend(reply),
+                        Err(fetch::TooMuchData) => {
+                            too_much = true;
+                            break;
+                        }
+                    }
+                }
                 self.out.extend(replies.into_iter().map(Event::Reply));
+                if too_much {
+                    return self.no(
+                        job.tag,
+                        Some(code("LIMIT")),
+                        "the FETCH asks for more of one message than the server sends at once",
+                    );
+                }
                 job.next = job.next.saturating_add(job.batch);
                 self.fetch_next(job);
             }
@@ -1786,6 +1844,16 @@ impl Session {
 
 fn max_frame(config: &Config) -> u32 {
     config.max_message_size.saturating_add(64 * 1024)
+}
+
+/// The line ends in `{digits+}` although the fragmentizer announced no literal: the count did
+/// not fit 32 bits.
+fn uncountable_literal(line: &[u8]) -> bool {
+    let Some(head) = trim_line_end(line).strip_suffix(b"+}") else {
+        return false;
+    };
+    let digits = head.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && head.len() > digits && head.get(head.len() - digits - 1) == Some(&b'{')
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {

@@ -605,11 +605,71 @@ fn oversized_literals_are_refused_and_the_session_goes_on() {
     h.send("a0 LOGIN user@example.jp secret").ends("a0 OK");
     h.send("a1 APPEND INBOX {5000}").ends("a1 NO [TOOBIG]");
     h.send("a2 NOOP").ends("a2 OK");
-    // A non-synchronizing one must be read through, then refused.
-    let mut input = b"a3 APPEND INBOX {500+}\r\n".to_vec();
-    input.extend(std::iter::repeat_n(b'x', 500));
+    // A non-synchronizing one (up to twice the limit) must be read through, then refused.
+    let mut input = b"a3 APPEND INBOX {200+}\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 200));
     input.extend(b"\r\na4 NOOP\r\n");
     h.raw(&input).has("a3 NO [TOOBIG]").ends("a4 OK");
+}
+
+#[test]
+fn literals_that_cannot_be_read_through_close_the_session() {
+    let mut config = Config::new("mail.example.jp");
+    config.max_message_size = 100;
+    let mut h = Harness::with(config.clone(), true);
+    h.send("a0 LOGIN user@example.jp secret").ends("a0 OK");
+    // More than twice the limit is not read through (4 GiB might follow).
+    h.send("a1 APPEND INBOX {201+}\r\nxxxx")
+        .has("a1 NO [TOOBIG]")
+        .ends("* BYE");
+    assert!(h.closed);
+    let mut h = Harness::with(config.clone(), false);
+    h.send("a3 LOGIN {4294967295+}\r\nxxxx")
+        .has("a3 NO [TOOBIG]")
+        .ends("* BYE");
+    assert!(h.closed);
+    // A count past 32 bits: where the literal ends is unknown, so nothing after it runs.
+    let mut h = Harness::with(config, true);
+    h.send("a0 LOGIN user@example.jp secret").ends("a0 OK");
+    h.send("a1 CREATE {99999999999999999999+}\r\nb1 CREATE Smuggled")
+        .has("a1 BAD")
+        .lacks("b1")
+        .ends("* BYE");
+    assert!(h.closed);
+    assert!(
+        !h.driver
+            .requests
+            .iter()
+            .any(|r| matches!(r, Request::Create { .. })),
+        "{:?}",
+        h.driver.requests
+    );
+    // Synchronizing, the client waits: refused, and the session goes on.
+    let mut h = Harness::new();
+    h.send("a1 LOGIN {99999999999999999999}").ends("a1 BAD");
+    h.send("a2 NOOP").ends("a2 OK");
+    assert!(!h.closed);
+}
+
+#[test]
+fn a_fetch_cannot_make_one_message_reply_huge() {
+    let mut h = Harness::selected();
+    // The same item many times is answered once.
+    let same = vec!["BODY.PEEK[]"; 500].join(" ");
+    let w = h.send(&format!("a1 FETCH 3 ({same})")).ends("a1 OK");
+    assert_eq!(w.0.matches("BODY[] {5018}").count(), 1, "{}", w.0);
+    // Overlapping ranges, each a different item: refused once they carry more than a few
+    // copies of the message.
+    let ranges: Vec<String> = (0..500).map(|i| format!("BODY.PEEK[]<{i}.5018>")).collect();
+    let w = h
+        .send(&format!("a2 FETCH 3 ({})", ranges.join(" ")))
+        .ends("a2 NO [LIMIT]");
+    assert!(w.0.len() < 100_000, "{} octets", w.0.len());
+    // A few copies are fine.
+    h.send("a3 FETCH 3 (RFC822 BODY.PEEK[] BODY.PEEK[TEXT] RFC822.HEADER)")
+        .has("RFC822 {5018}")
+        .has("BODY[TEXT] {5002}")
+        .ends("a3 OK");
 }
 
 #[test]
