@@ -17,18 +17,15 @@ use crate::process::terminate;
 /// clear-text logins from loopback (so TLS cost is measured only where a row says TLS), and
 /// room for the idle-connection test. `logging` stays at its default (sessions), as the peers
 /// keep theirs.
-pub fn base_config(with_imap: bool) -> String {
-    let mut text = String::from(
+pub fn base_config() -> String {
+    String::from(
         "[server]\nhostname = \"mail.example.jp\"\n\
          [smtp]\nport = 0\nsubmission_port = false\nsmtps_port = false\n\
          [pop3]\nport = 0\npop3s_port = 0\n\
          [tls]\nplaintext_auth = \"loopback\"\n\
+         [imap]\nport = 0\nimaps_port = false\n\
          [limits]\nsocket_max = 12000\nsocket_backlog = 4096\n",
-    );
-    if with_imap {
-        text.push_str("[imap]\nport = 0\n");
-    }
-    text
+    )
 }
 
 /// A store directory with its `dirmail.toml`.
@@ -39,23 +36,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Makes `dir` with `config` as its `dirmail.toml`. A binary that does not know the
-    /// `[imap]` table yet refuses it; then it is left out.
+    /// Makes `dir` with `config` as its `dirmail.toml`.
     pub fn create(binary: &Path, dir: &Path, extra: &str) -> Result<Store> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let store = Store {
             binary: binary.to_owned(),
             dir: dir.to_owned(),
         };
-        store.write_config(&format!("{}{extra}", base_config(true)))?;
-        let probe = store.run(&["stat"])?;
-        if !probe.status.success() {
-            let said = String::from_utf8_lossy(&probe.stderr);
-            if !said.contains("imap") {
-                bail!("dirmail refused the benchmark's configuration: {said}");
-            }
-            store.write_config(&format!("{}{extra}", base_config(false)))?;
-        }
+        store.write_config(&format!("{}{extra}", base_config()))?;
         Ok(store)
     }
 

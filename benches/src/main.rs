@@ -1,6 +1,6 @@
 //! `loadgen`: the load generator behind `cargo xtask bench` (which builds dirmail in release
 //! mode and passes its path). Writes `report.md`, `report.json` and `chart.svg` into `--out`
-//! and prints the report.
+//! and prints the report; exits with 1 when any of dirmail's measurements failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,7 +68,15 @@ fn main() -> ExitCode {
                 "Written: {0}/report.md, {0}/report.json, {0}/chart.svg",
                 args.out.display()
             );
-            ExitCode::SUCCESS
+            let failures = report.dirmail_failures();
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                for failure in &failures {
+                    eprintln!("loadgen: dirmail failed: {failure}");
+                }
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("loadgen: {e:#}");

@@ -600,7 +600,7 @@ impl Bench {
             fill(&mut self.rows.pop3s, tallies);
         }
 
-        // IMAP: dirmail when its binary has the listener; Dovecot in any case.
+        // IMAP: dirmail and Dovecot.
         {
             let ours_endpoint = server.addr("imap").ok().map(Endpoint::plain);
             let mut ours = |n| match &ours_endpoint {
@@ -626,8 +626,9 @@ impl Bench {
                     .next()
                     .map_or_else(|| Cell::not_measured("not run"), Tally::cell);
             } else {
-                self.rows.imap.dirmail =
-                    Cell::not_measured("no IMAP yet (dirmail serve has no imap listener)");
+                self.rows.imap.dirmail = Cell::Failed {
+                    error: "dirmail serve printed no imap listener".into(),
+                };
             }
             if peer_endpoint.is_some() {
                 self.rows.imap.peer = tallies
@@ -696,7 +697,7 @@ impl Bench {
             }
             None => None,
         };
-        for listener in ["pop3", "smtp"] {
+        for listener in ["pop3", "smtp", "imap"] {
             let server = store.serve()?;
             let pid = server.pid();
             let result = probe::idle(

@@ -191,6 +191,24 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+impl Report {
+    /// dirmail's measurements that failed (a row, or its idle connections), in words: a run
+    /// with any fails, so the smoke run in the gate can fail.
+    pub fn dirmail_failures(&self) -> Vec<String> {
+        let rows = self.rows.iter().filter_map(|row| match &row.dirmail {
+            Cell::Failed { error } => Some(format!("{}: {}", row.operation, first_line(error))),
+            _ => None,
+        });
+        let idle = self.idle.iter().filter_map(|(server, idle)| match idle {
+            Err(error) if server.starts_with("dirmail") => {
+                Some(format!("idle connections, {server}: {}", first_line(error)))
+            }
+            _ => None,
+        });
+        rows.chain(idle).collect()
+    }
+}
+
 fn cell_rate(cell: &Cell, unit: &str) -> String {
     match cell {
         Cell::Measured(m) => format!("{} {unit}", thousands(m.rate)),

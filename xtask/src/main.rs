@@ -1,8 +1,8 @@
 //! xtask: project automation, run as `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
 //!
 //! - `conformance [ARGS…]`: build `dirmail`, then replay `fixtures/scenarios/` against it.
-//! - `ci`: the gate `.ci/run` ends in: fmt, clippy, tests, conformance, fuzz, in that order,
-//!   stopping at the first failure.
+//! - `ci`: the gate `.ci/run` ends in: fmt, clippy, tests, conformance, a bench smoke run,
+//!   fuzz, in that order, stopping at the first failure.
 //! - `tidy`: the conventions test, `xtask/tests/tidy.rs`.
 //! - `fuzz [--seconds N] [TARGET…]`: replay `fuzz/regressions/`, then run the cargo-fuzz
 //!   targets (`fuzz.rs`).
@@ -27,13 +27,14 @@ usage: cargo xtask <task>
 tasks:
   conformance [FILTER] [ARGS…]  build dirmail and run the conformance scenarios
                                 (ARGS go to the runner: --jobs N, --timeout SECS, …)
-  ci                            fmt, clippy, tests, conformance, 10 s of fuzz per target:
-                                what .ci/run checks
+  ci                            fmt, clippy, tests, conformance, bench --smoke, 10 s of
+                                fuzz per target: what .ci/run checks
   tidy                          the conventions test (//! docs, no todo!)
   fuzz [--seconds N] [TARGET…]  replay fuzz/regressions, then fuzz each target N s (default 30)
   bench [--quick] [ARGS…]       load-test dirmail beside Postfix and Dovecot (root; installs
-                                them); report in <target>/bench/ (ARGS: --smoke, --no-peers,
-                                --no-ad, --only local|ad, --keep)
+                                them); report in <target>/bench/ (ARGS: --smoke (seconds,
+                                debug build, dirmail alone), --no-peers, --no-ad,
+                                --only local|ad, --keep)
 ";
 
 fn main() -> ExitCode {
@@ -156,7 +157,7 @@ impl Workspace {
         let start = Instant::now();
         type Task<'a> = Box<dyn Fn() -> Result<Status> + 'a>;
         let fuzz_title = format!("cargo xtask fuzz --seconds {CI_FUZZ_SECONDS}");
-        let steps: [(&str, Task); 5] = [
+        let steps: [(&str, Task); 6] = [
             (
                 "cargo fmt --all -- --check",
                 Box::new(|| self.cargo(&["fmt", "--all", "--", "--check"])),
@@ -181,6 +182,10 @@ impl Workspace {
             (
                 "cargo xtask conformance",
                 Box::new(|| self.conformance(&[])),
+            ),
+            (
+                "cargo xtask bench --smoke (debug build, dirmail alone)",
+                Box::new(|| self.bench_smoke()),
             ),
             (
                 &fuzz_title,
