@@ -15,9 +15,11 @@ use crate::process::terminate;
 
 /// The settings every benchmark store starts from: every listener on a port the system picks,
 /// clear-text logins from loopback (so TLS cost is measured only where a row says TLS), and
-/// room for the idle-connection test. `logging` stays at its default (sessions), as the peers
-/// keep theirs.
-pub fn base_config(with_imap: bool) -> String {
+/// room for the idle-connection test, whose connections all come from one address (so its
+/// share, `per_address_max`, is the whole limit). `logging` stays at its default (sessions),
+/// as the peers keep theirs. A binary older than the `[imap]` table or the per-address share
+/// refuses them; then they are left out.
+pub fn base_config(with_imap: bool, with_share: bool) -> String {
     let mut text = String::from(
         "[server]\nhostname = \"mail.example.jp\"\n\
          [smtp]\nport = 0\nsubmission_port = false\nsmtps_port = false\n\
@@ -25,6 +27,9 @@ pub fn base_config(with_imap: bool) -> String {
          [tls]\nplaintext_auth = \"loopback\"\n\
          [limits]\nsocket_max = 12000\nsocket_backlog = 4096\n",
     );
+    if with_share {
+        text.push_str("per_address_max = 12000\n");
+    }
     if with_imap {
         text.push_str("[imap]\nport = 0\n");
     }
@@ -39,24 +44,30 @@ pub struct Store {
 }
 
 impl Store {
-    /// Makes `dir` with `config` as its `dirmail.toml`. A binary that does not know the
-    /// `[imap]` table yet refuses it; then it is left out.
+    /// Makes `dir` with `config` as its `dirmail.toml`. What a binary does not know yet (the
+    /// `[imap]` table, `per_address_max`) it refuses by name; then that is left out.
     pub fn create(binary: &Path, dir: &Path, extra: &str) -> Result<Store> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let store = Store {
             binary: binary.to_owned(),
             dir: dir.to_owned(),
         };
-        store.write_config(&format!("{}{extra}", base_config(true)))?;
-        let probe = store.run(&["stat"])?;
-        if !probe.status.success() {
+        let (mut imap, mut share) = (true, true);
+        loop {
+            store.write_config(&format!("{}{extra}", base_config(imap, share)))?;
+            let probe = store.run(&["stat"])?;
+            if probe.status.success() {
+                return Ok(store);
+            }
             let said = String::from_utf8_lossy(&probe.stderr);
-            if !said.contains("imap") {
+            if share && said.contains("per_address_max") {
+                share = false;
+            } else if imap && said.contains("imap") {
+                imap = false;
+            } else {
                 bail!("dirmail refused the benchmark's configuration: {said}");
             }
-            store.write_config(&format!("{}{extra}", base_config(false)))?;
         }
-        Ok(store)
     }
 
     fn write_config(&self, text: &str) -> Result<()> {

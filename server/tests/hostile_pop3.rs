@@ -291,7 +291,10 @@ fn slow_drip_clients_are_answered_and_do_not_hold_up_others() {
 
 #[test]
 fn many_connections_from_one_address_hit_the_limit_then_clear() {
-    let mut rig = Rig::start("[limits]\nsocket_max = 5\nsocket_min = 1\nsocket_threshold = 1\n");
+    // One address may take all five slots: this is the whole limit, not an address's share.
+    let mut rig = Rig::start(
+        "[limits]\nsocket_max = 5\nper_address_max = 5\nsocket_min = 1\nsocket_threshold = 1\n",
+    );
     let port = rig.port("pop3");
     let held: Vec<Client> = (0..5).map(|_| greeted(port)).collect();
     for _ in 0..3 {
