@@ -1,6 +1,7 @@
 //! Hostile input over the wire against the real POP3 listener (issue 7): overlong lines, NUL
 //! and invalid UTF-8, broken and cancelled AUTH, commands out of order, huge pipelined bursts,
-//! a client that reads nothing, slow-drip clients, connection floods and password guessing.
+//! a client that reads nothing (and one that stops reading a message: the write timeout),
+//! slow-drip clients, connection floods and password guessing.
 //! Each case expects a clear `-ERR` (or `+OK`) and a server that still serves a fresh client.
 //! (STLS injection is replayed as a conformance scenario, not here.)
 
@@ -307,6 +308,40 @@ fn many_connections_from_one_address_hit_the_limit_then_clear() {
         let mut c = Client::connect(port);
         c.pop_line().starts_with("+OK")
     });
+    rig.server.assert_alive();
+    pop3_still_serves(port);
+}
+
+#[test]
+fn a_client_that_stops_reading_a_message_is_dropped_after_the_write_timeout() {
+    let mut rig =
+        Rig::start("[smtp]\nmax_message_size = \"8MB\"\n[limits]\nwrite_timeout = \"2s\"\n");
+    fill_bob(&rig, 1, 4 << 20);
+    let port = rig.port("pop3");
+    let mut deaf = logged_in(port);
+    // While its session lives, bob's mailbox is held (R20).
+    let mut second = greeted(port);
+    assert!(ok(&second.pop("USER bob@example.jp")));
+    err(&second.pop(&format!("PASS {PASSWORD}")), "[IN-USE]");
+    drop(second);
+    // 64 MB asked for and none of it read: far more than the socket buffers hold, so the
+    // server's writes stall. The session is not idle (pop3_idle_timeout stays 10 minutes):
+    // only the write timeout can end it.
+    deaf.send("RETR 1\r\n".repeat(16).as_bytes());
+    eventually("bob can log in again", || {
+        let mut c = greeted(port);
+        assert!(ok(&c.pop("USER bob@example.jp")));
+        let pass = c.pop(&format!("PASS {PASSWORD}"));
+        if ok(&pass) {
+            // Nothing was deleted: the message is still there.
+            assert!(c.pop("STAT").starts_with("+OK 1 "));
+            assert!(ok(&c.pop("QUIT")));
+        }
+        ok(&pass)
+    });
+    assert!(deaf.closes(), "the deaf client's connection is still open");
+    let log = rig.server.log();
+    assert!(log.contains("the client read nothing for 2s"), "{log}");
     rig.server.assert_alive();
     pop3_still_serves(port);
 }

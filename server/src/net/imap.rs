@@ -88,7 +88,7 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut conn = Conn::Plain(tcp);
+    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
     }

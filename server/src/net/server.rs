@@ -275,8 +275,13 @@ async fn handle(service: Service, tcp: TcpStream, peer: SocketAddr, shared: Arc<
         Service::Pop3 | Service::Pop3s => super::pop3::serve(service, tcp, peer, shared).await,
         Service::Imap | Service::Imaps => super::imap::serve(service, tcp, peer, shared).await,
     };
-    if let Err(e) = result {
-        tracing::debug!(service = service.name(), %peer, "connection ended: {e}");
+    match result {
+        // `Conn` gave up on a client that stopped reading, or on a TLS handshake.
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            tracing::info!(service = service.name(), %peer, "connection dropped: {e}");
+        }
+        Err(e) => tracing::debug!(service = service.name(), %peer, "connection ended: {e}"),
+        Ok(()) => {}
     }
 }
 
