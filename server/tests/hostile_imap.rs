@@ -1,11 +1,12 @@
-//! Hostile clients over the wire against the real IMAP listener: one address cannot take
-//! every connection.
+//! Hostile clients over the wire against the real IMAP listener: one that goes silent is
+//! logged out after the configured `imap_idle_timeout` with `* BYE`, before and after login,
+//! and one address cannot take every connection.
 
 mod hostile_support;
 
 use std::net::Ipv4Addr;
 
-use hostile_support::{Client, Rig};
+use hostile_support::{Client, PASSWORD, Rig};
 
 const IMAP_ON: &str = "[imap]\nport = 0\n";
 
@@ -15,6 +16,38 @@ fn starts(line: &str, prefix: &str) {
         line.starts_with(prefix),
         "expected {prefix:?}, got {line:?}"
     );
+}
+
+#[test]
+fn a_silent_client_is_logged_out_with_bye_after_the_configured_timeout() {
+    let rig = Rig::start(&format!("{IMAP_ON}[limits]\nimap_idle_timeout = \"3s\"\n"));
+    let port = rig.port("imap");
+    // Before login the leash is 3 minutes, or the idle timeout when shorter.
+    let mut anonymous = Client::connect(port);
+    starts(&anonymous.line(), "* OK");
+    let mut logged_in = Client::connect(port);
+    starts(&logged_in.line(), "* OK");
+    logged_in.send(format!("a1 LOGIN bob@example.jp {PASSWORD}\r\n").as_bytes());
+    let mut reply = logged_in.line();
+    while reply.starts_with("* ") {
+        reply = logged_in.line();
+    }
+    starts(&reply, "a1 OK");
+    logged_in.send(b"a2 SELECT INBOX\r\n");
+    loop {
+        let line = logged_in.line();
+        if line.starts_with("a2 ") {
+            starts(&line, "a2 OK");
+            break;
+        }
+        assert!(!line.is_empty(), "the server closed during SELECT");
+    }
+    // Half a command, then nothing.
+    logged_in.send(b"a3 NO");
+    for c in [&mut anonymous, &mut logged_in] {
+        starts(&c.line(), "* BYE");
+        assert!(c.closes(), "the connection stays open after BYE");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Hostile input over the wire against the real POP3 listener (issue 7): overlong lines, NUL
 //! and invalid UTF-8, broken and cancelled AUTH, commands out of order, huge pipelined bursts,
 //! a client that reads nothing (and one that stops reading a message: the write timeout),
-//! slow-drip clients, connection floods and password guessing.
+//! slow-drip and silent clients (the autologout timeout), connection floods and password
+//! guessing.
 //! Each case expects a clear `-ERR` (or `+OK`) and a server that still serves a fresh client.
 //! (STLS injection is replayed as a conformance scenario, not here.)
 
@@ -344,6 +345,23 @@ fn a_client_that_stops_reading_a_message_is_dropped_after_the_write_timeout() {
     assert!(log.contains("the client read nothing for 2s"), "{log}");
     rig.server.assert_alive();
     pop3_still_serves(port);
+}
+
+#[test]
+fn a_silent_session_is_logged_out_after_the_configured_timeout_and_deletes_nothing() {
+    let rig = Rig::start("[limits]\npop3_idle_timeout = \"3s\"\n");
+    fill_bob(&rig, 1, 100);
+    let port = rig.port("pop3");
+    let mut c = logged_in(port);
+    assert!(ok(&c.pop("DELE 1")));
+    // Half a command, then nothing.
+    c.send(b"STA");
+    err(&c.pop_line(), "autologout");
+    assert!(c.closes(), "the connection stays open after the autologout");
+    // R20: a session that did not QUIT deleted nothing, and let go of the mailbox.
+    let mut again = logged_in(port);
+    assert!(again.pop("STAT").starts_with("+OK 1 "));
+    assert!(ok(&again.pop("QUIT")));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Hostile input over the wire against the real SMTP listener (issue 7): overlong lines, a
 //! DATA stream with no end, NUL and invalid UTF-8, broken and cancelled AUTH, commands out of
 //! order, huge pipelined bursts, a client that reads nothing, slow-drip clients, connection
-//! floods (the whole limit and one address's share of it) and password guessing. Each case expects a clear reply and a server that still
+//! floods (the whole limit and one address's share of it), clients that go silent (the
+//! configured command and DATA timeouts) and password guessing. Each case expects a clear reply and a server that still
 //! serves a fresh, well-behaved client afterwards. (Smuggling, relay and STARTTLS injection
 //! are replayed as conformance scenarios, not here.)
 
@@ -432,6 +433,41 @@ fn another_address_still_gets_in_while_one_address_holds_every_slot() {
         c.reply().starts_with("220")
     });
     drop(more);
+}
+
+#[test]
+fn an_idle_client_is_told_421_after_the_configured_command_timeout() {
+    let rig = Rig::start("[limits]\nsmtp_command_timeout = \"2s\"\n");
+    let port = rig.port("smtp");
+    // Silent after the greeting; and silent half-way through a command.
+    let mut silent = Client::connect(port);
+    expect(&silent.reply(), "220");
+    let mut halfway = hello(port);
+    halfway.send(b"MAIL FROM:<slow@cli");
+    for c in [&mut silent, &mut halfway] {
+        expect(&c.reply(), "421 4.4.2");
+        assert!(c.closes(), "the connection stays open after 421");
+    }
+    smtp_still_serves(port);
+}
+
+#[test]
+fn a_client_that_stops_inside_data_is_told_421_after_the_configured_data_timeout() {
+    // Commands may wait an hour; only the DATA timeout can end this session in time.
+    let rig = Rig::start("[limits]\nsmtp_command_timeout = \"1h\"\nsmtp_data_timeout = \"2s\"\n");
+    let port = rig.port("smtp");
+    let mut c = hello(port);
+    expect(&c.cmd("MAIL FROM:<a@client.example>"), "250");
+    expect(&c.cmd("RCPT TO:<bob@example.jp>"), "250");
+    expect(&c.cmd("DATA"), "354");
+    c.send(b"Subject: cut off\r\n\r\nhalf a mess");
+    expect(&c.reply(), "421 4.4.2");
+    assert!(c.closes(), "the connection stays open after 421");
+    assert!(
+        rig.delivered("bob").is_empty(),
+        "a cut-off message was delivered"
+    );
+    smtp_still_serves(port);
 }
 
 #[test]
