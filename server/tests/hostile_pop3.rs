@@ -1,8 +1,8 @@
 //! Hostile input over the wire against the real POP3 listener (issue 7): overlong lines, NUL
 //! and invalid UTF-8, broken and cancelled AUTH, commands out of order, huge pipelined bursts,
-//! a client that reads nothing (and one that stops reading a message: the write timeout),
-//! slow-drip and silent clients (the autologout timeout), connection floods and password
-//! guessing.
+//! a client that reads nothing (and one that stops reading a message, or never starts its TLS
+//! handshake: the write timeout), slow-drip and silent clients (the autologout timeout),
+//! connection floods and password guessing.
 //! Each case expects a clear `-ERR` (or `+OK`) and a server that still serves a fresh client.
 //! (STLS injection is replayed as a conformance scenario, not here.)
 
@@ -345,6 +345,19 @@ fn a_client_that_stops_reading_a_message_is_dropped_after_the_write_timeout() {
     assert!(log.contains("the client read nothing for 2s"), "{log}");
     rig.server.assert_alive();
     pop3_still_serves(port);
+}
+
+#[test]
+fn a_tls_handshake_that_never_comes_is_given_up_after_the_write_timeout() {
+    let rig = Rig::start("[pop3]\npop3s_port = 0\n[limits]\nwrite_timeout = \"2s\"\n");
+    // Implicit TLS: the server waits for a ClientHello that this client never sends.
+    let mut silent = Client::connect(rig.port("pop3s"));
+    assert!(silent.closes(), "the server still waits for the handshake");
+    let log = rig.server.log();
+    assert!(
+        log.contains("the TLS handshake did not finish within 2s"),
+        "{log}"
+    );
 }
 
 #[test]
