@@ -15,8 +15,9 @@ use crate::process::terminate;
 
 /// The settings every benchmark store starts from: every listener on a port the system picks,
 /// clear-text logins from loopback (so TLS cost is measured only where a row says TLS), and
-/// room for the idle-connection test. `logging` stays at its default (sessions), as the peers
-/// keep theirs.
+/// room for the idle-connection test, whose connections all come from one address (so its
+/// share, `per_address_max`, is the whole limit). `logging` stays at its default (sessions),
+/// as the peers keep theirs.
 pub fn base_config() -> String {
     String::from(
         "[server]\nhostname = \"mail.example.jp\"\n\
@@ -24,7 +25,7 @@ pub fn base_config() -> String {
          [pop3]\nport = 0\npop3s_port = 0\n\
          [tls]\nplaintext_auth = \"loopback\"\n\
          [imap]\nport = 0\nimaps_port = false\n\
-         [limits]\nsocket_max = 12000\nsocket_backlog = 4096\n",
+         [limits]\nsocket_max = 12000\nsocket_backlog = 4096\nper_address_max = 12000\n",
     )
 }
 

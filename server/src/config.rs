@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -107,13 +108,31 @@ pub struct TlsConfig {
     pub plaintext_auth: PlaintextAuth,
 }
 
-/// The winpop socket settings: connection limits of the listeners.
+/// `[limits]`: the winpop socket settings (connection limits of the listeners), each client
+/// address's share of them, and how long a session may keep a connection without progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub socket_backlog: u32,
+    /// Connections of all listeners together.
     pub socket_max: u32,
     pub socket_min: u32,
     pub socket_threshold: u32,
+    /// Connections one client address may hold of `socket_max`, so that one address cannot
+    /// take every slot. IPv6 addresses count by their /64 (see `net::admission`).
+    pub per_address_max: u32,
+    /// How long output may make no progress (and a TLS handshake may take) before the
+    /// connection is dropped: a client that stops reading would otherwise keep its slot, and a
+    /// POP3 session its mailbox (R20), for as long as TCP keeps retrying.
+    pub write_timeout: Duration,
+    /// RFC 5321 §4.5.3.2: waiting for a command (5 minutes).
+    pub smtp_command_timeout: Duration,
+    /// RFC 5321 §4.5.3.2: waiting inside DATA (3 minutes per block, 10 for the end).
+    pub smtp_data_timeout: Duration,
+    /// RFC 1939 §3: the POP3 autologout timer (at least 10 minutes).
+    pub pop3_idle_timeout: Duration,
+    /// RFC 9051 §5.4: the IMAP autologout timer once logged in, IDLE included (at least 30
+    /// minutes). Before login the leash is 3 minutes, or this when shorter.
+    pub imap_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -166,7 +185,29 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     socket_max: 1000,
     socket_min: 16,
     socket_threshold: 64,
+    per_address_max: default_per_address_max(1000),
+    write_timeout: Duration::from_secs(60),
+    smtp_command_timeout: Duration::from_secs(5 * 60),
+    smtp_data_timeout: Duration::from_secs(10 * 60),
+    pop3_idle_timeout: Duration::from_secs(10 * 60),
+    imap_idle_timeout: Duration::from_secs(30 * 60),
 };
+/// The longest timeout `[limits]` accepts; longer would be no timeout at all.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `per_address_max` when the file does not give it: a tenth of `socket_max`, but at least 10
+/// (a mail client may hold several connections, and an office behind one NAT address has
+/// several clients), and never more than `socket_max` (so a small lab limit stays the one
+/// limit, as it was before the share existed).
+pub const fn default_per_address_max(socket_max: u32) -> u32 {
+    let tenth = socket_max / 10;
+    let share = if tenth > 10 { tenth } else { 10 };
+    if share < socket_max {
+        share
+    } else {
+        socket_max
+    }
+}
 
 // The file's shape. Every table refuses unknown keys, so a typo is reported, not ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +304,12 @@ struct RawLimits {
     socket_max: Option<u32>,
     socket_min: Option<u32>,
     socket_threshold: Option<u32>,
+    per_address_max: Option<u32>,
+    write_timeout: Option<String>,
+    smtp_command_timeout: Option<String>,
+    smtp_data_timeout: Option<String>,
+    pop3_idle_timeout: Option<String>,
+    imap_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -348,17 +395,51 @@ impl Config {
             Some(h) => h,
             None => system_hostname(),
         };
+        let socket_max = raw.limits.socket_max.unwrap_or(DEFAULT_LIMITS.socket_max);
+        let timeout = |key: &str, text: Option<String>, default: Duration| match text {
+            Some(text) => parse_timeout(&text).map_err(|e| invalid(format!("limits.{key}: {e}"))),
+            None => Ok(default),
+        };
         let limits = Limits {
             socket_backlog: raw
                 .limits
                 .socket_backlog
                 .unwrap_or(DEFAULT_LIMITS.socket_backlog),
-            socket_max: raw.limits.socket_max.unwrap_or(DEFAULT_LIMITS.socket_max),
+            socket_max,
             socket_min: raw.limits.socket_min.unwrap_or(DEFAULT_LIMITS.socket_min),
             socket_threshold: raw
                 .limits
                 .socket_threshold
                 .unwrap_or(DEFAULT_LIMITS.socket_threshold),
+            per_address_max: raw
+                .limits
+                .per_address_max
+                .unwrap_or(default_per_address_max(socket_max)),
+            write_timeout: timeout(
+                "write_timeout",
+                raw.limits.write_timeout,
+                DEFAULT_LIMITS.write_timeout,
+            )?,
+            smtp_command_timeout: timeout(
+                "smtp_command_timeout",
+                raw.limits.smtp_command_timeout,
+                DEFAULT_LIMITS.smtp_command_timeout,
+            )?,
+            smtp_data_timeout: timeout(
+                "smtp_data_timeout",
+                raw.limits.smtp_data_timeout,
+                DEFAULT_LIMITS.smtp_data_timeout,
+            )?,
+            pop3_idle_timeout: timeout(
+                "pop3_idle_timeout",
+                raw.limits.pop3_idle_timeout,
+                DEFAULT_LIMITS.pop3_idle_timeout,
+            )?,
+            imap_idle_timeout: timeout(
+                "imap_idle_timeout",
+                raw.limits.imap_idle_timeout,
+                DEFAULT_LIMITS.imap_idle_timeout,
+            )?,
         };
         check_limits(&limits).map_err(&invalid)?;
         let default_limit = match raw.quota.default_limit {
@@ -453,6 +534,15 @@ pub fn check_limits(limits: &Limits) -> Result<(), String> {
     if limits.socket_max == 0 || limits.socket_backlog == 0 {
         return Err("limits.socket_max and limits.socket_backlog must be at least 1".into());
     }
+    if limits.per_address_max == 0 {
+        return Err("limits.per_address_max must be at least 1".into());
+    }
+    if limits.per_address_max > limits.socket_max {
+        return Err(format!(
+            "limits.per_address_max ({}) is larger than limits.socket_max ({}); one address can hold at most every connection",
+            limits.per_address_max, limits.socket_max
+        ));
+    }
     Ok(())
 }
 
@@ -502,6 +592,45 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("{text:?} is not a usable size"));
     }
     Ok(bytes as u64)
+}
+
+/// Parses a timeout such as `5m`, `30s`, `1h`, `1.5m`, `250ms`, or `300` (seconds). It must be
+/// above zero and at most a day ([`MAX_TIMEOUT`]).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let not_a_timeout = || format!("{text:?} is not a timeout such as 5m, 30s or 1h");
+    if number.is_empty() {
+        return Err(not_a_timeout());
+    }
+    let unit_seconds: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" => 0.001,
+        "" | "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "{text:?} has an unknown unit {other:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    let value: f64 = number.parse().map_err(|_| not_a_timeout())?;
+    let seconds = value * unit_seconds;
+    if !seconds.is_finite() || seconds < 0.001 {
+        return Err(format!(
+            "{text:?} is no time at all; a timeout must be above 0"
+        ));
+    }
+    let timeout = Duration::from_secs_f64(seconds);
+    if timeout > MAX_TIMEOUT {
+        return Err(format!(
+            "{text:?} is longer than a day, the longest timeout"
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Shows a byte count the way `parse_size` reads it back.
@@ -573,11 +702,35 @@ imaps_port = 1993         # implicit TLS (RFC 8314)
 plaintext_auth = "tls"
 
 [limits]
-# Connection limits of the listeners (winpop's socket settings).
+# Connection limits of the listeners (winpop's socket settings). socket_max counts the
+# connections of every listener together.
 socket_backlog = 128
 socket_max = 1000
 socket_min = 16
 socket_threshold = 64
+# The most connections one client address may hold, so one address cannot take every slot;
+# one over its share is told "too many connections" and closed. An IPv6 client counts by its
+# /64 (one host usually has the whole /64); an IPv4-mapped IPv6 address counts as the IPv4
+# one. Loopback is not exempt. At least 1, at most socket_max.
+# Default: a tenth of socket_max, at least 10 (never more than socket_max).
+# per_address_max = 100
+#
+# Timeouts: a number with a unit, ms, s, m or h ("90s", "5m"); at most "24h". Values below
+# the RFC minimums noted here are accepted (tests and hostile networks want short ones), but
+# they may cut off slow, legitimate clients.
+# Output that makes no progress for this long (a client that stops reading), or a TLS
+# handshake that takes longer, drops the connection; a POP3 session's mailbox is released
+# without deleting anything (R20).
+write_timeout = "1m"
+# SMTP, waiting for a command: RFC 5321 section 4.5.3.2 asks for at least 5 minutes.
+smtp_command_timeout = "5m"
+# SMTP, waiting inside DATA: RFC 5321 asks for at least 3 minutes a block, 10 at the end.
+smtp_data_timeout = "10m"
+# POP3 autologout: RFC 1939 section 3 asks for at least 10 minutes.
+pop3_idle_timeout = "10m"
+# IMAP autologout once logged in, IDLE included: RFC 9051 section 5.4 asks for at least 30
+# minutes. Before login the limit is 3 minutes, or this when shorter.
+imap_idle_timeout = "30m"
 
 [quota]
 # The limit `dirmail createquotafile` gives a mailbox.
@@ -615,6 +768,7 @@ mod tests {
         assert_eq!(c.tls.plaintext_auth, PlaintextAuth::Tls);
         assert_eq!(c.quota.default_limit, 100 << 20);
         assert!(c.directory.is_none());
+        assert_eq!(c.limits, DEFAULT_LIMITS);
     }
 
     #[test]
@@ -639,5 +793,92 @@ mod tests {
         assert!(parse_size("").is_err());
         assert_eq!(format_size(50 << 20), "50MB");
         assert_eq!(format_size(1000), "1000B");
+    }
+
+    fn limits(text: &str) -> Result<Limits, String> {
+        Config::parse(&format!("[limits]\n{text}"), Path::new("d/dirmail.toml"))
+            .map(|c| c.limits)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_timeout("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_timeout("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_timeout("1.5 m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_timeout("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_timeout("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_timeout("24h").unwrap(), MAX_TIMEOUT);
+        for bad in [
+            "",
+            "m",
+            "5 fortnights",
+            "0",
+            "0s",
+            "0.0001s",
+            "25h",
+            "-5m",
+            "5m30s",
+        ] {
+            assert!(parse_timeout(bad).is_err(), "{bad:?} was taken");
+        }
+    }
+
+    #[test]
+    fn timeouts_in_the_file_are_read_and_a_bad_one_is_named() {
+        let l = limits(
+            "write_timeout = \"2s\"\nsmtp_command_timeout = \"3s\"\nsmtp_data_timeout = \"4s\"\n\
+             pop3_idle_timeout = \"5s\"\nimap_idle_timeout = \"6s\"\n",
+        )
+        .unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!(
+            (
+                l.write_timeout,
+                l.smtp_command_timeout,
+                l.smtp_data_timeout,
+                l.pop3_idle_timeout,
+                l.imap_idle_timeout
+            ),
+            (secs(2), secs(3), secs(4), secs(5), secs(6))
+        );
+        let err = limits("pop3_idle_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("d/dirmail.toml"), "{err}");
+        assert!(err.contains("limits.pop3_idle_timeout"), "{err}");
+        assert!(err.contains("\"soon\""), "{err}");
+        let err = limits("smtp_data_timeout = 600\n").unwrap_err();
+        assert!(err.contains("smtp_data_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_per_address_share_defaults_from_socket_max_and_is_checked() {
+        assert_eq!(DEFAULT_LIMITS.per_address_max, 100);
+        assert_eq!(limits("").unwrap().per_address_max, 100);
+        assert_eq!(
+            limits("socket_max = 12000\n").unwrap().per_address_max,
+            1200
+        );
+        assert_eq!(limits("socket_max = 50\n").unwrap().per_address_max, 10);
+        assert_eq!(
+            limits("socket_max = 2\nsocket_min = 1\n")
+                .unwrap()
+                .per_address_max,
+            2
+        );
+        assert_eq!(
+            limits("socket_max = 8\nper_address_max = 3\nsocket_min = 1\n")
+                .unwrap()
+                .per_address_max,
+            3
+        );
+        let err = limits("socket_max = 8\nper_address_max = 9\nsocket_min = 1\n").unwrap_err();
+        assert!(err.contains("limits.per_address_max (9)"), "{err}");
+        assert!(err.contains("limits.socket_max (8)"), "{err}");
+        let err = limits("per_address_max = 0\n").unwrap_err();
+        assert!(
+            err.contains("limits.per_address_max must be at least 1"),
+            "{err}"
+        );
     }
 }

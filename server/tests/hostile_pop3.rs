@@ -1,6 +1,8 @@
 //! Hostile input over the wire against the real POP3 listener (issue 7): overlong lines, NUL
 //! and invalid UTF-8, broken and cancelled AUTH, commands out of order, huge pipelined bursts,
-//! a client that reads nothing, slow-drip clients, connection floods and password guessing.
+//! a client that reads nothing (and one that stops reading a message, or never starts its TLS
+//! handshake: the write timeout), slow-drip and silent clients (the autologout timeout),
+//! connection floods and password guessing.
 //! Each case expects a clear `-ERR` (or `+OK`) and a server that still serves a fresh client.
 //! (STLS injection is replayed as a conformance scenario, not here.)
 
@@ -291,7 +293,10 @@ fn slow_drip_clients_are_answered_and_do_not_hold_up_others() {
 
 #[test]
 fn many_connections_from_one_address_hit_the_limit_then_clear() {
-    let mut rig = Rig::start("[limits]\nsocket_max = 5\nsocket_min = 1\nsocket_threshold = 1\n");
+    // One address may take all five slots: this is the whole limit, not an address's share.
+    let mut rig = Rig::start(
+        "[limits]\nsocket_max = 5\nper_address_max = 5\nsocket_min = 1\nsocket_threshold = 1\n",
+    );
     let port = rig.port("pop3");
     let held: Vec<Client> = (0..5).map(|_| greeted(port)).collect();
     for _ in 0..3 {
@@ -306,6 +311,70 @@ fn many_connections_from_one_address_hit_the_limit_then_clear() {
     });
     rig.server.assert_alive();
     pop3_still_serves(port);
+}
+
+#[test]
+fn a_client_that_stops_reading_a_message_is_dropped_after_the_write_timeout() {
+    let mut rig =
+        Rig::start("[smtp]\nmax_message_size = \"8MB\"\n[limits]\nwrite_timeout = \"2s\"\n");
+    fill_bob(&rig, 1, 4 << 20);
+    let port = rig.port("pop3");
+    let mut deaf = logged_in(port);
+    // While its session lives, bob's mailbox is held (R20).
+    let mut second = greeted(port);
+    assert!(ok(&second.pop("USER bob@example.jp")));
+    err(&second.pop(&format!("PASS {PASSWORD}")), "[IN-USE]");
+    drop(second);
+    // 64 MB asked for and none of it read: far more than the socket buffers hold, so the
+    // server's writes stall. The session is not idle (pop3_idle_timeout stays 10 minutes):
+    // only the write timeout can end it.
+    deaf.send("RETR 1\r\n".repeat(16).as_bytes());
+    eventually("bob can log in again", || {
+        let mut c = greeted(port);
+        assert!(ok(&c.pop("USER bob@example.jp")));
+        let pass = c.pop(&format!("PASS {PASSWORD}"));
+        if ok(&pass) {
+            // Nothing was deleted: the message is still there.
+            assert!(c.pop("STAT").starts_with("+OK 1 "));
+            assert!(ok(&c.pop("QUIT")));
+        }
+        ok(&pass)
+    });
+    assert!(deaf.closes(), "the deaf client's connection is still open");
+    let log = rig.server.log();
+    assert!(log.contains("the client read nothing for 2s"), "{log}");
+    rig.server.assert_alive();
+    pop3_still_serves(port);
+}
+
+#[test]
+fn a_tls_handshake_that_never_comes_is_given_up_after_the_write_timeout() {
+    let rig = Rig::start("[pop3]\npop3s_port = 0\n[limits]\nwrite_timeout = \"2s\"\n");
+    // Implicit TLS: the server waits for a ClientHello that this client never sends.
+    let mut silent = Client::connect(rig.port("pop3s"));
+    assert!(silent.closes(), "the server still waits for the handshake");
+    let log = rig.server.log();
+    assert!(
+        log.contains("the TLS handshake did not finish within 2s"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_silent_session_is_logged_out_after_the_configured_timeout_and_deletes_nothing() {
+    let rig = Rig::start("[limits]\npop3_idle_timeout = \"3s\"\n");
+    fill_bob(&rig, 1, 100);
+    let port = rig.port("pop3");
+    let mut c = logged_in(port);
+    assert!(ok(&c.pop("DELE 1")));
+    // Half a command, then nothing.
+    c.send(b"STA");
+    err(&c.pop_line(), "autologout");
+    assert!(c.closes(), "the connection stays open after the autologout");
+    // R20: a session that did not QUIT deleted nothing, and let go of the mailbox.
+    let mut again = logged_in(port);
+    assert!(again.pop("STAT").starts_with("+OK 1 "));
+    assert!(ok(&again.pop("QUIT")));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Hostile input over the wire against the real SMTP listener (issue 7): overlong lines, a
 //! DATA stream with no end, NUL and invalid UTF-8, broken and cancelled AUTH, commands out of
 //! order, huge pipelined bursts, a client that reads nothing, slow-drip clients, connection
-//! floods and password guessing. Each case expects a clear reply and a server that still
+//! floods (the whole limit and one address's share of it), clients that go silent (the
+//! configured command and DATA timeouts) and password guessing. Each case expects a clear reply and a server that still
 //! serves a fresh, well-behaved client afterwards. (Smuggling, relay and STARTTLS injection
 //! are replayed as conformance scenarios, not here.)
 
@@ -346,13 +347,22 @@ fn slow_drip_clients_are_answered_and_do_not_hold_up_others() {
     );
 }
 
-const LIMITED: &str = "[limits]\nsocket_max = 6\nsocket_min = 1\nsocket_threshold = 1\n";
+/// Six connections in all, three of them from any one address.
+const LIMITED: &str =
+    "[limits]\nsocket_max = 6\nper_address_max = 3\nsocket_min = 1\nsocket_threshold = 1\n";
+/// Six connections in all, and one address may take every one: the whole limit alone.
+const LIMITED_WHOLE: &str =
+    "[limits]\nsocket_max = 6\nper_address_max = 6\nsocket_min = 1\nsocket_threshold = 1\n";
 
 /// Opens connections until `n` have their greeting.
 fn flood(port: u16, n: usize) -> Vec<Client> {
+    flood_from(Ipv4Addr::LOCALHOST, port, n)
+}
+
+fn flood_from(source: Ipv4Addr, port: u16, n: usize) -> Vec<Client> {
     (0..n)
         .map(|_| {
-            let mut c = Client::connect(port);
+            let mut c = Client::connect_from(source, port);
             expect(&c.reply(), "220");
             c
         })
@@ -361,12 +371,15 @@ fn flood(port: u16, n: usize) -> Vec<Client> {
 
 #[test]
 fn many_connections_from_one_address_hit_the_limit_with_421_then_clear() {
-    let mut rig = Rig::start(LIMITED);
+    let mut rig = Rig::start(LIMITED_WHOLE);
     let port = rig.port("smtp");
     let held = flood(port, 6);
     for _ in 0..3 {
         let mut extra = Client::connect(port);
-        expect(&extra.reply(), "421 4.7.0");
+        expect(
+            &extra.reply(),
+            "421 4.7.0 Too many connections, try again later",
+        );
         assert!(extra.closes());
     }
     // The limit counts every listener.
@@ -382,15 +395,79 @@ fn many_connections_from_one_address_hit_the_limit_with_421_then_clear() {
 }
 
 #[test]
-#[ignore = "reason: server gap: the connection limit is one global count (limits.socket_max); \
-            no per-address share exists, so one address that holds every slot (and, with \
-            idle deadlines reset by each byte, can keep them) locks every other client out"]
 fn another_address_still_gets_in_while_one_address_holds_every_slot() {
     let rig = Rig::start(LIMITED);
     let port = rig.port("smtp");
-    let _held = flood(port, 6);
+    // 127.0.0.1 tries to take all six slots and gets its share, three.
+    let held = flood(port, 3);
+    for _ in 0..3 {
+        let mut extra = Client::connect(port);
+        expect(
+            &extra.reply(),
+            "421 4.7.0 Too many connections from your address",
+        );
+        assert!(extra.closes());
+    }
+    // The share counts every listener.
+    let mut pop = Client::connect(rig.port("pop3"));
+    let refused = pop.pop_line();
+    assert!(
+        refused.starts_with("-ERR [SYS/TEMP] Too many connections from your address"),
+        "{refused:?}"
+    );
+    // Another address gets in, and is served, while 127.0.0.1 holds its share…
     let mut other = Client::connect_from(Ipv4Addr::new(127, 0, 0, 2), port);
     expect(&other.reply(), "220");
+    expect(&other.cmd("EHLO other.example"), "250");
+    // …and the whole limit still holds: 127.0.0.2 takes the last two slots, then 127.0.0.3
+    // finds the server full.
+    let more = flood_from(Ipv4Addr::new(127, 0, 0, 2), port, 2);
+    let mut third = Client::connect_from(Ipv4Addr::new(127, 0, 0, 3), port);
+    expect(
+        &third.reply(),
+        "421 4.7.0 Too many connections, try again later",
+    );
+    drop(held);
+    eventually("127.0.0.3 gets in once 127.0.0.1 has gone", || {
+        let mut c = Client::connect_from(Ipv4Addr::new(127, 0, 0, 3), port);
+        c.reply().starts_with("220")
+    });
+    drop(more);
+}
+
+#[test]
+fn an_idle_client_is_told_421_after_the_configured_command_timeout() {
+    let rig = Rig::start("[limits]\nsmtp_command_timeout = \"2s\"\n");
+    let port = rig.port("smtp");
+    // Silent after the greeting; and silent half-way through a command.
+    let mut silent = Client::connect(port);
+    expect(&silent.reply(), "220");
+    let mut halfway = hello(port);
+    halfway.send(b"MAIL FROM:<slow@cli");
+    for c in [&mut silent, &mut halfway] {
+        expect(&c.reply(), "421 4.4.2");
+        assert!(c.closes(), "the connection stays open after 421");
+    }
+    smtp_still_serves(port);
+}
+
+#[test]
+fn a_client_that_stops_inside_data_is_told_421_after_the_configured_data_timeout() {
+    // Commands may wait an hour; only the DATA timeout can end this session in time.
+    let rig = Rig::start("[limits]\nsmtp_command_timeout = \"1h\"\nsmtp_data_timeout = \"2s\"\n");
+    let port = rig.port("smtp");
+    let mut c = hello(port);
+    expect(&c.cmd("MAIL FROM:<a@client.example>"), "250");
+    expect(&c.cmd("RCPT TO:<bob@example.jp>"), "250");
+    expect(&c.cmd("DATA"), "354");
+    c.send(b"Subject: cut off\r\n\r\nhalf a mess");
+    expect(&c.reply(), "421 4.4.2");
+    assert!(c.closes(), "the connection stays open after 421");
+    assert!(
+        rig.delivered("bob").is_empty(),
+        "a cut-off message was delivered"
+    );
+    smtp_still_serves(port);
 }
 
 #[test]

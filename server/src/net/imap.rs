@@ -88,7 +88,7 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut conn = Conn::Plain(tcp);
+    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
     }
@@ -96,6 +96,9 @@ pub async fn serve(
     config.plaintext_allowed = plaintext_allowed_before_tls(shared.config.tls.plaintext_auth, peer);
     config.max_message_size =
         u32::try_from(shared.config.smtp.max_message_size).unwrap_or(u32::MAX);
+    config.idle_timeout = shared.config.limits.imap_idle_timeout;
+    // Before login the leash is shorter, never longer.
+    config.login_timeout = config.login_timeout.min(config.idle_timeout);
     let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
     let mut out = session.greeting().to_bytes();
     let mut state = State {

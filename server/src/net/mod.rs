@@ -1,6 +1,7 @@
-//! Listeners and the drivers that join a protocol core to a tokio socket; `tls` makes the
-//! rustls configuration.
+//! Listeners and the drivers that join a protocol core to a tokio socket; `admission` keeps the
+//! connection limits, `tls` makes the rustls configuration.
 
+pub mod admission;
 pub mod backend;
 pub mod conn;
 pub mod imap;

@@ -35,7 +35,7 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut conn = Conn::Plain(tcp);
+    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
     }
@@ -55,6 +55,7 @@ pub async fn serve(
     config.plaintext_allowed = plaintext_allowed_before_tls(shared.config.tls.plaintext_auth, peer);
     config.spa_required = spa_required;
     config.offer_cram_md5 = any_secrets;
+    config.idle_timeout = shared.config.limits.pop3_idle_timeout;
     let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
     let mut out = session.greeting().to_bytes();
     let mut drop_state = Maildrop::default();

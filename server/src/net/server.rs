@@ -1,6 +1,7 @@
-//! `dirmail serve`: binds the listeners, accepts connections under the connection limit, hands
-//! each to its protocol driver, and stops gracefully: on Ctrl-C or SIGTERM the listeners close,
-//! idle sessions are told goodbye, and in-flight deliveries finish before the process exits.
+//! `dirmail serve`: binds the listeners, accepts connections under the connection limit and
+//! each address's share of it ([`admission`](super::admission)), hands each to its protocol
+//! driver, and stops gracefully: on Ctrl-C or SIGTERM the listeners close, idle sessions are
+//! told goodbye, and in-flight deliveries finish before the process exits.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::admission::{Admission, Refusal};
 use super::backend::Backend;
 use super::throttle::Throttle;
 use super::tls::{self, CertPaths};
@@ -199,7 +201,7 @@ pub async fn run(
         imap: super::imap::Hub::default(),
         stopping,
     });
-    let limit = Arc::new(Semaphore::new(config.limits.socket_max as usize));
+    let admission = Admission::new(config.limits.socket_max, config.limits.per_address_max);
     // Every session holds a sender; when all are dropped, `recv` returns None: all done.
     let (alive_tx, mut all_done) = mpsc::channel::<()>(1);
     let mut accept_loops = Vec::new();
@@ -207,7 +209,7 @@ pub async fn run(
         accept_loops.push(tokio::spawn(accept_loop(
             bound,
             Arc::clone(&shared),
-            Arc::clone(&limit),
+            Arc::clone(&admission),
             alive_tx.clone(),
         )));
     }
@@ -227,7 +229,7 @@ pub async fn run(
 async fn accept_loop(
     bound: Bound,
     shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
+    admission: Arc<Admission>,
     alive: mpsc::Sender<()>,
 ) {
     let mut stopping = shared.stopping.clone();
@@ -246,15 +248,19 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let permit = Arc::clone(&limit).try_acquire_owned();
+        let ticket = admission.admit(peer.ip());
         let shared = Arc::clone(&shared);
         let alive = alive.clone();
         let service = bound.service;
         tokio::spawn(async move {
             let _alive = alive;
-            match permit {
-                Ok(_permit) => handle(service, tcp, peer, shared).await,
-                Err(_) => refuse_busy(service, tcp).await,
+            match ticket {
+                Ok(_ticket) => handle(service, tcp, peer, shared).await,
+                Err(refusal) => {
+                    tracing::debug!(service = service.name(), %peer, ?refusal, "connection refused: too many connections");
+                    let write_timeout = shared.config.limits.write_timeout;
+                    refuse_busy(service, tcp, refusal, write_timeout).await;
+                }
             }
         });
     }
@@ -269,25 +275,41 @@ async fn handle(service: Service, tcp: TcpStream, peer: SocketAddr, shared: Arc<
         Service::Pop3 | Service::Pop3s => super::pop3::serve(service, tcp, peer, shared).await,
         Service::Imap | Service::Imaps => super::imap::serve(service, tcp, peer, shared).await,
     };
-    if let Err(e) = result {
-        tracing::debug!(service = service.name(), %peer, "connection ended: {e}");
+    match result {
+        // `Conn` gave up on a client that stopped reading, or on a TLS handshake.
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            tracing::info!(service = service.name(), %peer, "connection dropped: {e}");
+        }
+        Err(e) => tracing::debug!(service = service.name(), %peer, "connection ended: {e}"),
+        Ok(()) => {}
     }
 }
 
-/// Over the connection limit: say so in the protocol's words, then close.
-async fn refuse_busy(service: Service, mut tcp: TcpStream) {
+/// Over the connection limit or the address's share: say so in the protocol's words, then
+/// close. A client that reads nothing gets `write_timeout`, as in a session.
+async fn refuse_busy(
+    service: Service,
+    mut tcp: TcpStream,
+    refusal: Refusal,
+    write_timeout: Duration,
+) {
     use tokio::io::AsyncWriteExt;
-    let line: &[u8] = match service {
-        Service::Smtp | Service::Submission => {
-            b"421 4.7.0 Too many connections, try again later\r\n"
-        }
-        Service::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
-        Service::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
-        // Implicit TLS: nothing can be said before the handshake.
-        Service::Smtps | Service::Pop3s | Service::Imaps => b"",
+    let why = match refusal {
+        Refusal::Full => "Too many connections, try again later",
+        Refusal::AddressShare => "Too many connections from your address, try again later",
     };
-    let _ = tcp.write_all(line).await;
-    let _ = tcp.shutdown().await;
+    let line = match service {
+        Service::Smtp | Service::Submission => format!("421 4.7.0 {why}\r\n"),
+        Service::Pop3 => format!("-ERR [SYS/TEMP] {why}\r\n"),
+        Service::Imap => format!("* BYE [UNAVAILABLE] {why}\r\n"),
+        // Implicit TLS: nothing can be said before the handshake.
+        Service::Smtps | Service::Pop3s | Service::Imaps => String::new(),
+    };
+    let _ = tokio::time::timeout(write_timeout, async {
+        tcp.write_all(line.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
 }
 
 /// Completes once the server is stopping (or the sender is gone, which means the same).

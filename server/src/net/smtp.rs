@@ -43,6 +43,8 @@ fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> Sessio
     config.plaintext_auth_without_tls = plaintext_allowed_before_tls(c.tls.plaintext_auth, peer);
     config.relay_allow = c.smtp.relay_networks.clone();
     config.require_own_sender = c.smtp.require_own_sender;
+    config.command_timeout = c.limits.smtp_command_timeout;
+    config.data_timeout = c.limits.smtp_data_timeout;
     config
 }
 
@@ -68,7 +70,7 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut conn = Conn::Plain(tcp);
+    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
     if service.implicit_tls() {
         conn.upgrade(&shared.tls).await?;
     }

@@ -50,7 +50,8 @@ pub struct Config {
     pub max_message_size: u32,
     /// Refused commands before the session is closed.
     pub max_invalid_commands: u32,
-    /// RFC 3501 §5.4: the autologout timer once logged in, at least 30 minutes (IDLE too).
+    /// RFC 3501 §5.4: the autologout timer once logged in, at least 30 minutes (IDLE too; the
+    /// driver sets `[limits] imap_idle_timeout`).
     pub idle_timeout: Duration,
     /// Before login, a shorter leash.
     pub login_timeout: Duration,

@@ -28,7 +28,8 @@ pub struct Config {
     pub max_line_length: usize,
     /// Refused commands before the session is closed.
     pub max_invalid_commands: u32,
-    /// RFC 1939 §3: the autologout timer, at least 10 minutes.
+    /// RFC 1939 §3: the autologout timer, at least 10 minutes (the driver sets
+    /// `[limits] pop3_idle_timeout`).
     pub idle_timeout: Duration,
 }
 

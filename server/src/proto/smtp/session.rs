@@ -49,9 +49,11 @@ pub struct Config {
     pub max_recipients: usize,
     /// Refusals (5xx for client mistakes, failed AUTH, refused recipients) before `421`.
     pub max_invalid_commands: u32,
-    /// Idle time allowed while waiting for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    /// Idle time allowed while waiting for a command (RFC 5321 §4.5.3.2: 5 minutes; the
+    /// driver sets `[limits] smtp_command_timeout`).
     pub command_timeout: Duration,
-    /// Idle time allowed inside DATA (RFC 5321: 3 minutes per block, 10 for the end).
+    /// Idle time allowed inside DATA (RFC 5321: 3 minutes per block, 10 for the end; the
+    /// driver sets `[limits] smtp_data_timeout`).
     pub data_timeout: Duration,
 }
 
