@@ -275,6 +275,9 @@ impl Backend {
     /// nothing is delivered in part; then writes one durable copy per recipient.
     pub fn deliver(&self, recipients: &[(MailboxRow, PathBuf)], message: &[u8]) -> DeliveryOutcome {
         for (mailbox, dir) in recipients {
+            if mailbox.quota_bytes.is_none() {
+                continue;
+            }
             let used = match maildir::usage(dir) {
                 Ok(u) => u.bytes,
                 Err(e) => return DeliveryOutcome::Failed(e.to_string()),

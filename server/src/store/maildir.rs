@@ -125,16 +125,36 @@ fn folder_usage(dir: &Path) -> Result<Usage, StoreError> {
             Err(e) => return Err(io_context(format!("cannot read {}", path.display()))(e)),
         };
         for entry in entries.flatten() {
-            if let Ok(meta) = entry.metadata()
-                && meta.is_file()
-                && !entry.file_name().to_string_lossy().starts_with('.')
-            {
-                total.messages += 1;
-                total.bytes += meta.len();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
             }
+            // The size in the name (`,S=`) spares a stat per message: a delivery into a big
+            // mailbox with a quota reads the whole listing (R15).
+            let size = match size_in_name(&name) {
+                Some(size) => size,
+                None => match entry.metadata() {
+                    Ok(meta) => meta.len(),
+                    Err(_) => continue,
+                },
+            };
+            total.messages += 1;
+            total.bytes += size;
         }
     }
     Ok(total)
+}
+
+/// The size a Maildir++ name carries (`…,S=4096:2,S`), as dirmail and most servers write it.
+pub fn size_in_name(name: &str) -> Option<u64> {
+    let base = name.split(":2,").next().unwrap_or(name);
+    let (_, rest) = base.rsplit_once(",S=")?;
+    let digits = rest.split(',').next().unwrap_or(rest);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 // ---- delivery and reading (R18, R20) ----------------------------------------------------
@@ -325,6 +345,37 @@ mod tests {
         assert_eq!(list_inbox(&dir).unwrap().len(), 1);
         // Deleting what is already gone is fine.
         delete_messages(&[&list[0]]).unwrap();
+    }
+
+    #[test]
+    fn sizes_in_names() {
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=4096"), Some(4096));
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=4096:2,RS"), Some(4096));
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=12,W=14:2,"), Some(12));
+        assert_eq!(size_in_name("1.M2P3Q4.host:2,S"), None);
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=:2,"), None);
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=12x"), None);
+        assert_eq!(
+            size_in_name("1.M2P3Q4.host,S=99999999999999999999999"),
+            None
+        );
+    }
+
+    #[test]
+    fn usage_counts_names_with_and_without_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        create(dir.path()).unwrap();
+        deliver(dir.path(), "h", &[b'x'; 100]).unwrap();
+        // A file from elsewhere, without S=, and one whose flags moved it to cur/.
+        fs::write(dir.path().join("new/1.foreign"), [b'y'; 30]).unwrap();
+        fs::write(dir.path().join("cur/2.M1.h,S=7:2,S"), [b'z'; 7]).unwrap();
+        assert_eq!(
+            usage(dir.path()).unwrap(),
+            Usage {
+                messages: 3,
+                bytes: 137
+            }
+        );
     }
 
     #[test]
