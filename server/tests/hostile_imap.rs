@@ -285,6 +285,29 @@ fn a_literal_that_never_ends_costs_bounded_memory_and_stores_nothing() {
     assert_eq!(bob_messages(port), 0);
 }
 
+/// The same unfinished literals end with the idle timeout: `* BYE`, the connection closed,
+/// nothing stored.
+#[test]
+fn a_literal_that_never_ends_is_given_up_after_the_idle_timeout() {
+    let rig = Rig::with_imap("[limits]\nimap_idle_timeout = \"3s\"\n");
+    let port = rig.port("imap");
+    let mut c = logged_in(port);
+    c.send(b"a1 APPEND INBOX {60000}\r\n");
+    expect(&c.imap_response(), "+");
+    c.send(&[b'x'; 30_000]);
+    let mut early = greeted(port);
+    early.send(b"a2 LOGIN bob@example.jp {1000}\r\n");
+    expect(&early.imap_response(), "+");
+    early.send(b"only a few octets");
+    for client in [&mut c, &mut early] {
+        let reply = client.imap_response();
+        assert!(reply.starts_with("* BYE"), "{reply:?}");
+        assert!(client.closes(), "the connection stays open after BYE");
+    }
+    imap_still_serves(port);
+    assert_eq!(bob_messages(port), 0);
+}
+
 #[test]
 fn nul_bytes_and_invalid_utf8_get_clear_replies() {
     let mut rig = Rig::with_imap("");
