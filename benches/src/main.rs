@@ -49,8 +49,16 @@ fn main() -> ExitCode {
     } else {
         Mode::Full
     };
+    // The servers run in directories of their own, so a relative path would name nothing there.
+    let dirmail = match std::path::absolute(&args.dirmail) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("loadgen: {}: {e}", args.dirmail.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let options = Options {
-        dirmail: args.dirmail,
+        dirmail,
         out: args.out.clone(),
         mode,
         peers: !args.no_peers,

@@ -255,6 +255,15 @@ struct Peers {
     default: Dovecot,
 }
 
+/// A cell its stage never reached becomes that stage's error.
+fn fail_unrun(cell: &mut Cell, error: &anyhow::Error) {
+    if matches!(cell, Cell::NotMeasured { .. }) {
+        *cell = Cell::Failed {
+            error: format!("the stage stopped early: {error:#}"),
+        };
+    }
+}
+
 pub fn run(opts: Options) -> Result<Report> {
     crate::cleanup::on_interrupt();
     let started = Instant::now();
@@ -354,12 +363,24 @@ pub fn run(opts: Options) -> Result<Report> {
         bench
             .notes
             .push(format!("The local-accounts stage stopped early: {e:#}"));
+        // What the stage did not get to is a failure of dirmail's, not a row left out.
+        for row in [
+            &mut bench.rows.smtp_one,
+            &mut bench.rows.smtp_many,
+            &mut bench.rows.pop3_default,
+            &mut bench.rows.pop3_tuned,
+            &mut bench.rows.pop3s,
+            &mut bench.rows.imap,
+        ] {
+            fail_unrun(&mut row.dirmail, &e);
+        }
     }
     if bench.opts.ad && bench.sizes.ad > 0 {
         if let Err(e) = bench.active_directory() {
             bench
                 .notes
                 .push(format!("The Active Directory stage stopped early: {e:#}"));
+            fail_unrun(&mut bench.rows.ad.dirmail, &e);
         }
     } else {
         let why = Cell::not_measured("not run (--no-ad, --only local, smoke run, or not root)");
