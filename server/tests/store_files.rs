@@ -97,3 +97,23 @@ fn a_wrong_key_names_the_key_and_the_file() {
         "{err}"
     );
 }
+
+/// A `mailroot` others may write to (a mistaken `/tmp`, say) is refused with its reason, and
+/// its mode is left alone: making it private would lock everyone else out of it.
+#[test]
+fn a_shared_directory_is_not_taken_over_as_the_mail_root() {
+    let s = Scratch::new();
+    let shared = s.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    s.config(&format!(
+        "[server]\nhostname = \"mail.example.jp\"\n[store]\nmailroot = \"{}\"\n",
+        shared.display()
+    ));
+    let out = s.run(&["add", "example.jp"]);
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is shared"), "{said}");
+    let meta = std::fs::metadata(&shared).expect("metadata");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o1777);
+}

@@ -54,8 +54,23 @@ pub fn io_context(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| StoreError::Io { context, source }
 }
 
-/// Creates `dir` (and parents) and makes it private to the server's user (0700).
+/// Creates `dir` (and parents) and makes it private to the server's user (0700). A directory
+/// others may write to (`/tmp`, say, as a mistaken `mailroot`) is refused, not made private:
+/// that would lock every other user of the machine out of it.
 pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    if let Ok(meta) = fs::metadata(dir)
+        && meta.is_dir()
+        && meta.permissions().mode() & 0o1002 != 0
+    {
+        return Err(StoreError::Io {
+            context: format!(
+                "{} is shared (others may write to it, mode {:o}); give the store a directory of its own",
+                dir.display(),
+                meta.permissions().mode() & 0o7777
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+    }
     fs::create_dir_all(dir).map_err(io_context(format!("cannot create {}", dir.display())))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_context(format!(
         "cannot set permissions on {}",
