@@ -3,6 +3,8 @@
 //!
 //! - [`smtp`]: the SMTP session command stream (R16, R19, bounded input, reply syntax).
 //! - [`pop3`]: the POP3 session stream (clear-text rules, R20 snapshot, byte-stuffing).
+//! - [`imap_session`]: the IMAP session stream (reply syntax, tags, STARTTLS, literals, the
+//!   client's view of the selected mailbox).
 //! - [`sasl`]: the SASL steppers (PLAIN, LOGIN, CRAM-MD5) on their own.
 //! - [`address`]: forward-path classification and the relay decision (R16).
 //!
@@ -10,6 +12,7 @@
 //! answers); `fuzz/README.md` gives the layout, so seeds can be written by hand.
 
 pub mod address;
+pub mod imap_session;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;

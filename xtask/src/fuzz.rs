@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz [--seconds N] [TARGET…]`: the cargo-fuzz targets of `fuzz/`.
 //!
-//! For each target (all four when none is named): replay every input of
+//! For each target (all of them when none is named): replay every input of
 //! `fuzz/regressions/<target>/` (inputs that once found a bug) and `fuzz/seeds/<target>/`,
 //! then fuzz for N seconds (default 30), starting from the seeds and the corpus kept in
 //! `<target-dir>/fuzz/corpus/<target>/`. Any crash fails the task; the input that caused it is
@@ -20,7 +20,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::{Status, Workspace};
 
-pub const TARGETS: [&str; 4] = ["smtp_session", "pop3_session", "sasl", "smtp_address"];
+pub const TARGETS: [&str; 5] = [
+    "smtp_session",
+    "pop3_session",
+    "imap_session",
+    "sasl",
+    "smtp_address",
+];
 const DEFAULT_SECONDS: u64 = 30;
 
 /// libFuzzer settings for every run. Sessions of a few kilobytes reach every state of the

@@ -298,8 +298,11 @@ pub struct Session {
     config: Config,
     tls: bool,
     frag: Fragmentizer,
-    /// Bytes received while the core was not reading (waiting for the driver).
+    /// Bytes received and not yet handed to `frag`, from `unread[handed..]`. The framer is given
+    /// one line at a time and only once it has used up the last, so input read ahead while
+    /// the core waits for the driver stays here, where it is counted and bounded.
     unread: Vec<u8>,
+    handed: usize,
     out: VecDeque<Event>,
     state: State,
     authenticated: bool,
@@ -317,6 +320,7 @@ impl Session {
             tls,
             frag,
             unread: Vec::new(),
+            handed: 0,
             out: VecDeque::new(),
             state: State::NotAuthenticated,
             authenticated: false,
@@ -341,12 +345,33 @@ impl Session {
             return;
         }
         self.last_input = now;
+        self.unread.drain(..self.handed);
+        self.handed = 0;
         self.unread.extend_from_slice(bytes);
         self.process();
-        if self.unread.len() > max_frame(&self.config) as usize + MAX_PENDING_EXTRA {
-            self.unread.clear();
+        if self.pending() > max_frame(&self.config) as usize + MAX_PENDING_EXTRA {
+            self.drop_input();
             self.close_with(Reply::bye(None, "too much pipelined input"));
         }
+    }
+
+    /// Octets of client input the core holds: read ahead and not yet framed, plus the command
+    /// being framed (at most the largest message and 64 KiB). While the core reads, that is
+    /// only the command; while it waits for the driver, what was fed meanwhile is held too, up
+    /// to 64 KiB past one full command, and then the session is closed.
+    pub fn buffered(&self) -> usize {
+        self.pending() + self.frag.message_bytes().len()
+    }
+
+    fn pending(&self) -> usize {
+        self.unread.len().saturating_sub(self.handed)
+    }
+
+    /// Forgets everything read and not framed yet, and the command being framed.
+    fn drop_input(&mut self) {
+        self.frag = Fragmentizer::new(max_frame(&self.config));
+        self.unread.clear();
+        self.handed = 0;
     }
 
     /// The next thing to do, or `None` when the core needs input (or an answer).
@@ -373,8 +398,7 @@ impl Session {
 
     /// The TLS handshake after STARTTLS is done.
     pub fn tls_started(&mut self, now: Instant) {
-        self.frag = Fragmentizer::new(max_frame(&self.config));
-        self.unread.clear();
+        self.drop_input();
         self.tls = true;
         self.last_input = now;
         if matches!(self.state, State::AwaitingTls) {
@@ -454,11 +478,10 @@ impl Session {
             if !self.wants_input() {
                 return;
             }
-            if !self.unread.is_empty() {
-                let unread = std::mem::take(&mut self.unread);
-                self.frag.enqueue_bytes(&unread);
-            }
             let Some(info) = self.frag.progress() else {
+                if self.hand_over() {
+                    continue;
+                }
                 return;
             };
             let line_mode = matches!(self.state, State::Sasl { .. } | State::Idle(_));
@@ -489,6 +512,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Gives the framer the input up to and including the next LF (all of it when there is
+    /// none); false when nothing is left. Called only once the framer has consumed everything
+    /// it was given, so it never holds input beyond the line it is on: a command that makes the
+    /// core wait for the driver ends at a line end, and what follows stays in `unread`.
+    fn hand_over(&mut self) -> bool {
+        let rest = self.unread.get(self.handed..).unwrap_or_default();
+        if rest.is_empty() {
+            return false;
+        }
+        let len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |lf| lf + 1);
+        self.frag.enqueue_bytes(rest.get(..len).unwrap_or_default());
+        self.handed += len;
+        true
     }
 
     /// A line ended in `{n}` or `{n+}`: agree to a synchronizing literal (RFC 3501 §7.5) or
@@ -785,8 +826,7 @@ impl Session {
                     self.ok(tag, None, "begin TLS negotiation now");
                     self.out.push_back(Event::StartTls);
                     // Anything pipelined behind STARTTLS was sent in the clear: dropped.
-                    self.frag = Fragmentizer::new(max_frame(&self.config));
-                    self.unread.clear();
+                    self.drop_input();
                     self.state = State::AwaitingTls;
                 }
             }

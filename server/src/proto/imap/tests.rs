@@ -688,6 +688,52 @@ fn malformed_commands_get_bad_and_the_session_goes_on() {
 }
 
 #[test]
+fn input_read_ahead_while_waiting_stays_bounded() {
+    // A driver may go on reading while the store works. What it feeds meanwhile is held, up to
+    // one full command and 64 KiB more, and then the session is closed. Each answer used to
+    // hand all of it to the framer, where the bound no longer counted it: 100 kB more held
+    // after every round, without end.
+    let mut config = Config::new("mail.example.jp");
+    config.max_message_size = 100;
+    let mut h = Harness::with(config, true);
+    h.send("a0 LOGIN user@example.jp secret").ends("a0 OK");
+    h.send("s0 SELECT INBOX").ends("s0 OK");
+    let bound = 100 + 64 * 1024 + 64 * 1024;
+    let pipelined = b"b NOOP\r\n".repeat(100_000 / 8);
+    h.session.feed(b"a1 NOOP\r\n", h.now);
+    let mut written = Vec::new();
+    for _ in 0..4 {
+        // Up to the re-scan the next NOOP asks for, left unanswered while more is read.
+        while let Some(event) = h.session.poll() {
+            match event {
+                Event::Reply(reply) => reply.write_to(&mut written),
+                Event::Request(Request::Refresh) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        h.session.feed(&pipelined, h.now);
+        assert!(
+            h.session.buffered() <= bound,
+            "{} held",
+            h.session.buffered()
+        );
+        if h.session.is_closed() {
+            break;
+        }
+        let snapshot = h.driver.respond(&Request::Refresh);
+        h.session
+            .answer(snapshot)
+            .expect("a snapshot answers a re-scan");
+    }
+    assert!(h.session.is_closed(), "{} held", h.session.buffered());
+    h.pump();
+    assert!(h.closed);
+    let written = String::from_utf8_lossy(&written);
+    assert!(written.contains("a1 OK"), "{written}");
+    assert_eq!(h.session.buffered(), 0);
+}
+
+#[test]
 fn too_many_errors_close_the_session() {
     let mut h = Harness::new();
     for i in 0..19 {
