@@ -363,14 +363,17 @@ mod tests {
 
     #[test]
     fn usage_counts_names_with_and_without_sizes() {
-        let dir = tempfile::tempdir().unwrap();
-        create(dir.path()).unwrap();
-        deliver(dir.path(), "h", &[b'x'; 100]).unwrap();
+        // `create` makes the parent (the domain's directory) private too, so not the temporary
+        // directory's parent, /tmp.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("example.jp/a");
+        create(&dir).unwrap();
+        deliver(&dir, "h", &[b'x'; 100]).unwrap();
         // A file from elsewhere, without S=, and one whose flags moved it to cur/.
-        fs::write(dir.path().join("new/1.foreign"), [b'y'; 30]).unwrap();
-        fs::write(dir.path().join("cur/2.M1.h,S=7:2,S"), [b'z'; 7]).unwrap();
+        fs::write(dir.join("new/1.foreign"), [b'y'; 30]).unwrap();
+        fs::write(dir.join("cur/2.M1.h,S=7:2,S"), [b'z'; 7]).unwrap();
         assert_eq!(
-            usage(dir.path()).unwrap(),
+            usage(&dir).unwrap(),
             Usage {
                 messages: 3,
                 bytes: 137
