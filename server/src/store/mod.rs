@@ -64,7 +64,7 @@ pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
     {
         return Err(StoreError::Io {
             context: format!(
-                "{} is shared (others may write to it, mode {:o}); give the store a directory of its own",
+                "{} is shared (others may write to it, mode {:o}); give the store a directory of its own, or make this one private (chmod 700) if it is",
                 dir.display(),
                 meta.permissions().mode() & 0o7777
             ),
