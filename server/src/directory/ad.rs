@@ -313,14 +313,11 @@ impl AdDirectory {
                     vec!["userPrincipalName", "sAMAccountName", "userAccountControl"],
                 )?
                 .success()?;
-            Ok(match entries.len() {
-                0 => Lookup::NotFound,
-                1 => {
-                    let entry =
-                        SearchEntry::construct(entries.into_iter().next().expect("one entry"));
-                    Lookup::Found(user_from(entry))
-                }
-                _ => Lookup::Ambiguous,
+            let mut entries = entries.into_iter();
+            Ok(match (entries.next(), entries.next()) {
+                (None, _) => Lookup::NotFound,
+                (Some(entry), None) => Lookup::Found(user_from(SearchEntry::construct(entry))),
+                (Some(_), Some(_)) => Lookup::Ambiguous,
             })
         })
     }
