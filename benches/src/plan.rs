@@ -220,6 +220,18 @@ impl Rows {
         }
     }
 
+    /// The rows of the local-accounts stage (all but AD).
+    fn local_stage(&mut self) -> [&mut Row; 6] {
+        [
+            &mut self.smtp_one,
+            &mut self.smtp_many,
+            &mut self.pop3_default,
+            &mut self.pop3_tuned,
+            &mut self.pop3s,
+            &mut self.imap,
+        ]
+    }
+
     fn into_vec(self) -> Vec<Row> {
         vec![
             self.smtp_one,
@@ -349,14 +361,7 @@ pub fn run(opts: Options) -> Result<Report> {
     };
     if !bench.opts.local {
         bench.peers_not_measured("not run (--only ad)");
-        for row in [
-            &mut bench.rows.smtp_one,
-            &mut bench.rows.smtp_many,
-            &mut bench.rows.pop3_default,
-            &mut bench.rows.pop3_tuned,
-            &mut bench.rows.pop3s,
-            &mut bench.rows.imap,
-        ] {
+        for row in bench.rows.local_stage() {
             row.dirmail = Cell::not_measured("not run (--only ad)");
         }
     } else if let Err(e) = bench.local_accounts() {
@@ -364,14 +369,7 @@ pub fn run(opts: Options) -> Result<Report> {
             .notes
             .push(format!("The local-accounts stage stopped early: {e:#}"));
         // What the stage did not get to is a failure of dirmail's, not a row left out.
-        for row in [
-            &mut bench.rows.smtp_one,
-            &mut bench.rows.smtp_many,
-            &mut bench.rows.pop3_default,
-            &mut bench.rows.pop3_tuned,
-            &mut bench.rows.pop3s,
-            &mut bench.rows.imap,
-        ] {
+        for row in bench.rows.local_stage() {
             fail_unrun(&mut row.dirmail, &e);
         }
     }
@@ -1130,14 +1128,7 @@ impl Bench {
     }
 
     fn peers_not_measured(&mut self, why: &str) {
-        for row in [
-            &mut self.rows.smtp_one,
-            &mut self.rows.smtp_many,
-            &mut self.rows.pop3_default,
-            &mut self.rows.pop3_tuned,
-            &mut self.rows.pop3s,
-            &mut self.rows.imap,
-        ] {
+        for row in self.rows.local_stage() {
             row.peer = Cell::not_measured(why);
         }
     }
