@@ -249,8 +249,8 @@ fn an_append_over_the_size_limit_is_refused_and_nothing_is_stored() {
     imap_still_serves(port);
 }
 
-/// (Such a client is let go by the autologout timer, 30 minutes once logged in and 3 before,
-/// as for any idle client: too long to wait for here.)
+/// (Such a client is let go by the autologout timer, as any idle client: the next test shortens
+/// `imap_idle_timeout` to see it.)
 #[test]
 fn a_literal_that_never_ends_costs_bounded_memory_and_stores_nothing() {
     let mut rig = Rig::with_imap("");
