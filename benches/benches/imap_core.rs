@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dirmail::proto::imap::{Config, Event, MessageMeta, Request, Response, Session, Snapshot};
-use dirmail::store::folders::{Flags, Folder, Mailstore};
+use dirmail_proto::imap::{Config, Event, MessageMeta, Request, Response, Session, Snapshot};
+use dirmail_store::folders::{Flags, Folder, Mailstore};
 
 const MESSAGES: u32 = 10_000;
 

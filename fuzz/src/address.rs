@@ -16,9 +16,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use dirmail::proto::smtp::address::{ForwardPath, RcptAddress, RouteForm, classify, raw_path};
-use dirmail::proto::smtp::command::{self, Command};
-use dirmail::proto::smtp::{Config, Event, Request, Response, Session};
+use dirmail_proto::smtp::address::{ForwardPath, RcptAddress, RouteForm, classify, raw_path};
+use dirmail_proto::smtp::command::{self, Command};
+use dirmail_proto::smtp::{Config, Event, Request, Response, Session};
 
 use crate::EVENT_BOUND;
 

@@ -41,10 +41,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use dirmail::proto::imap::{
+use dirmail_proto::imap::{
     AnswerError, Config, Event, Failure, MessageMeta, Reply, Request, Response, Session, Snapshot,
 };
-use dirmail::store::folders::{Flags, FolderStatus, INBOX, check_name};
+use dirmail_proto::imap::mailbox::{Flags, FolderStatus, INBOX, check_name};
 use imap_codec::decode::Decoder;
 use imap_codec::{GreetingCodec, ResponseCodec};
 use imap_types::auth::AuthMechanism;

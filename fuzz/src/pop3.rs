@@ -19,8 +19,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use dirmail::proto::pop3::session::AnswerError;
-use dirmail::proto::pop3::{Config, Event, MessageInfo, Reply, Request, Response, Session};
+use dirmail_proto::pop3::session::AnswerError;
+use dirmail_proto::pop3::{Config, Event, MessageInfo, Reply, Request, Response, Session};
 
 use crate::{Answers, EVENT_BOUND, Header, chunks, only_crlf};
 

@@ -14,10 +14,10 @@
 //!   exactly when it equals the HMAC of the secret; an APOP proof verifies whatever its case.
 
 use base64::Engine as _;
-use dirmail::auth::{
+use dirmail_proto::auth::{
     Credentials, Mechanism, Proof, Sasl, SaslError, Step, apop_digest, cram_md5_digest, encode,
 };
-use dirmail::names::Secret;
+use dirmail_proto::names::Secret;
 
 const CHALLENGES: [&str; 2] = [
     "<1896.697170952@postoffice.reston.mci.net>",

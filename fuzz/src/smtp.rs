@@ -24,9 +24,9 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use dirmail::proto::smtp::address::{ForwardPath, classify};
-use dirmail::proto::smtp::session::AnswerError;
-use dirmail::proto::smtp::{Config, Event, Listener, Reply, Request, Response, Session, Target};
+use dirmail_proto::smtp::address::{ForwardPath, classify};
+use dirmail_proto::smtp::session::AnswerError;
+use dirmail_proto::smtp::{Config, Event, Listener, Reply, Request, Response, Session, Target};
 
 use crate::{Answers, EVENT_BOUND, Header, chunks, only_crlf};
 

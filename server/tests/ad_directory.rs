@@ -311,8 +311,8 @@ fn r26_domain_groups_in_the_shared_layout() {
 /// right password on a kept connection, a wrong one is still wrong, and the other way round.
 #[test]
 fn kept_connections_serve_the_next_lookup_and_bind_and_judge_each_password_afresh() {
-    use dirmail::directory::ad::{AdDirectory, BindVerdict, Lookup};
-    use dirmail::names::Secret;
+    use dirmail_directory::ad::{AdDirectory, BindVerdict, Lookup};
+    use dirmail_proto::names::Secret;
 
     let s = ad_store("MailUsers-pool", "pool.example");
     for (user, password) in [
@@ -321,7 +321,7 @@ fn kept_connections_serve_the_next_lookup_and_bind_and_judge_each_password_afres
     ] {
         s.expect(0, &["add", user, "--create-user", password]);
     }
-    let config = dirmail::config::Config::load(&s.path().join("dirmail.toml")).expect("config");
+    let config = dirmail_config::Config::load(&s.path().join("dirmail.toml")).expect("config");
     let ad = AdDirectory::new(config.directory.as_ref().expect("[directory]")).expect("ad");
     let user = |login: &str| match ad.find_user(login).expect("lookup") {
         Lookup::Found(user) => user,

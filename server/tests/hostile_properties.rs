@@ -9,9 +9,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use dirmail::proto::smtp::address::{ForwardPath, RcptAddress, classify};
-use dirmail::proto::smtp::command::{self, Command};
-use dirmail::proto::smtp::{Config, Delivery, Event, Reply, Request, Response, Session};
+use dirmail_proto::smtp::address::{ForwardPath, RcptAddress, classify};
+use dirmail_proto::smtp::command::{self, Command};
+use dirmail_proto::smtp::{Config, Delivery, Event, Reply, Request, Response, Session};
 use proptest::prelude::*;
 
 const LOCAL_DOMAIN: &str = "example.jp";

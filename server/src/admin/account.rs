@@ -4,12 +4,12 @@
 use serde_json::json;
 
 use super::cli::AccountCommand;
-use super::rules::r11_max_name_len;
 use super::{AdminError, Context, Outcome, password_arg};
-use crate::directory::AuthMethod;
-use crate::directory::local::LocalAccounts;
-use crate::names::MailboxName;
-use crate::store;
+use dirmail_directory::AuthMethod;
+use dirmail_directory::local::LocalAccounts;
+use dirmail_proto::names::MailboxName;
+use dirmail_store as store;
+use dirmail_store::rules::r11_max_name_len;
 
 pub fn run(ctx: &mut Context, command: AccountCommand) -> Result<Outcome, AdminError> {
     ctx.store.write(|tx| {

@@ -2,14 +2,15 @@
 
 use serde_json::json;
 
-use super::rules::{
+use super::{AdminError, Context, Outcome, Target, parse_target, password_arg};
+use dirmail_directory::{AuthMethod, Directory, DirectoryError};
+use dirmail_proto::names::{Address, DomainName};
+use dirmail_store as store;
+use dirmail_store::rules::{
     r3_local_name_unique, r5_passwd_file_needs_create_user, r9_shared_layout_name_unique,
     r11_max_name_len,
 };
-use super::{AdminError, Context, Outcome, Target, parse_target, password_arg};
-use crate::directory::{AuthMethod, Directory, DirectoryError};
-use crate::names::{Address, DomainName};
-use crate::store::{self, Layout, maildir};
+use dirmail_store::{Layout, maildir};
 
 pub fn run(
     ctx: &mut Context,
@@ -68,7 +69,7 @@ fn add_domain(ctx: &mut Context, domain: &DomainName) -> Result<Outcome, AdminEr
 fn add_mailbox(
     ctx: &mut Context,
     address: &Address,
-    password: Option<crate::names::Secret>,
+    password: Option<dirmail_proto::names::Secret>,
 ) -> Result<Outcome, AdminError> {
     let mailroot = ctx.store.mailroot.clone();
     let ad = super::ad_of(&ctx.ad)?;

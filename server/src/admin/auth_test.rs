@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::cli::AuthCommand;
 use super::{AdminError, Context, Outcome, password_arg};
-use crate::directory::login::{self, LoginOutcome, RefusalReason};
+use dirmail_directory::login::{self, LoginOutcome, RefusalReason};
 
 pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
     let AuthCommand::Test { login, password } = command;

@@ -2,11 +2,11 @@
 
 use serde_json::json;
 
-use super::rules::r11_max_name_len;
 use super::{AdminError, Context, Outcome, password_arg};
-use crate::directory::Directory;
-use crate::names::Address;
-use crate::store;
+use dirmail_directory::Directory;
+use dirmail_proto::names::Address;
+use dirmail_store as store;
+use dirmail_store::rules::r11_max_name_len;
 
 pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome, AdminError> {
     let password = password_arg(password, "the new password")?;

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::rules::r11_max_name_len;
 use super::{AdminError, Context, Outcome, Target, parse_target};
-use crate::directory::{AuthMethod, Directory};
-use crate::names::{Address, DomainName};
-use crate::store::{self, StoreError, maildir};
+use dirmail_directory::{AuthMethod, Directory};
+use dirmail_proto::names::{Address, DomainName};
+use dirmail_store as store;
+use dirmail_store::rules::r11_max_name_len;
+use dirmail_store::{StoreError, maildir};
 
 pub fn run(
     ctx: &mut Context,

@@ -5,8 +5,8 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{AdminError, Outcome};
-use crate::config::{Config, TEMPLATE};
-use crate::store::Store;
+use dirmail_config::{Config, TEMPLATE};
+use dirmail_store::Store;
 
 pub fn run(explicit: Option<&Path>, force: bool) -> Result<Outcome, AdminError> {
     let env = std::env::var_os("DIRMAIL_CONFIG").filter(|p| !p.is_empty());

@@ -3,11 +3,11 @@
 use serde_json::json;
 
 use super::{AdminError, Context, Outcome};
-use crate::config::format_size;
-use crate::directory::{AuthMethod, Directory, DirectoryError};
-use crate::names::DomainName;
-use crate::store;
-use crate::store::Layout;
+use dirmail_config::format_size;
+use dirmail_directory::{AuthMethod, Directory, DirectoryError};
+use dirmail_proto::names::DomainName;
+use dirmail_store as store;
+use dirmail_store::Layout;
 
 pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
     let conn = ctx.store.conn();

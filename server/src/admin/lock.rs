@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use super::rules::{r11_max_name_len, r14_unlock_inside_locked_domain};
 use super::{AdminError, Context, Outcome, Target, parse_target};
-use crate::store;
+use dirmail_store as store;
+use dirmail_store::rules::{r11_max_name_len, r14_unlock_inside_locked_domain};
 
 pub fn run(ctx: &mut Context, target: &str, lock: bool) -> Result<Outcome, AdminError> {
     let method = store::auth_method(ctx.store.conn())?;

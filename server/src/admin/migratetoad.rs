@@ -5,12 +5,12 @@
 
 use serde_json::json;
 
-use super::rules::r11_max_name_len;
 use super::{AdminError, Context, Outcome, ad_of, password_arg};
-use crate::directory::ad::Lookup;
-use crate::directory::{AuthMethod, DirectoryError};
-use crate::names::Address;
-use crate::store;
+use dirmail_directory::ad::Lookup;
+use dirmail_directory::{AuthMethod, DirectoryError};
+use dirmail_proto::names::Address;
+use dirmail_store as store;
+use dirmail_store::rules::r11_max_name_len;
 
 pub fn run(
     ctx: &mut Context,

@@ -1,5 +1,5 @@
 //! The administration tool: one file per winpop verb, dispatched from one enum ([`cli::Command`]).
-//! [`rules`] holds the numbered rules of SPEC.md that the verbs check.
+//! The numbered rules the verbs check live in [`dirmail_store::rules`].
 //!
 //! Every verb returns an [`Outcome`] (text for people, JSON for scripts) or an [`AdminError`]
 //! whose kind fixes the exit code: 1 failed, 2 usage, 3 refused by a rule.
@@ -16,7 +16,6 @@ pub mod lock;
 pub mod migratetoad;
 pub mod property;
 pub mod quota;
-pub mod rules;
 pub mod secret;
 pub mod stat;
 
@@ -26,12 +25,13 @@ use std::io::Write;
 use clap::Parser;
 use serde_json::{Value, json};
 
-use crate::config::{Config, ConfigError};
-use crate::directory::ad::AdDirectory;
-use crate::directory::{AdError, DirectoryError};
-use crate::names::NameError;
-use crate::store::{Store, StoreError};
 use cli::{Cli, Command};
+use dirmail_config::{Config, ConfigError};
+use dirmail_directory::ad::AdDirectory;
+use dirmail_directory::{AdError, DirectoryError};
+use dirmail_proto::names::NameError;
+use dirmail_store::rules::{Refusal, RuleError};
+use dirmail_store::{Store, StoreError};
 
 /// Why a command did not do what was asked.
 #[derive(Debug)]
@@ -107,6 +107,21 @@ impl From<NameError> for AdminError {
     }
 }
 
+impl From<Refusal> for AdminError {
+    fn from(e: Refusal) -> Self {
+        AdminError::refused(e.rule, e.message)
+    }
+}
+
+impl From<RuleError> for AdminError {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::Refused(refusal) => refusal.into(),
+            RuleError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<DirectoryError> for AdminError {
     fn from(e: DirectoryError) -> Self {
         match e {
@@ -179,7 +194,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     if matches!(cli.command, Command::Serve) {
         return match Config::discover(cli.config.as_deref()) {
-            Ok(config) => crate::net::serve_main(config),
+            Ok(config) => dirmail_net::serve_main(config),
             Err(e) => {
                 eprintln!("dirmail: {e}");
                 2
@@ -277,23 +292,25 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
 
 /// Parses `DOMAIN` or `NAME@DOMAIN` as the verbs that take either do.
 pub enum Target {
-    Domain(crate::names::DomainName),
-    Mailbox(crate::names::Address),
+    Domain(dirmail_proto::names::DomainName),
+    Mailbox(dirmail_proto::names::Address),
 }
 
 pub fn parse_target(text: &str, max_name_len: usize) -> Result<Target, AdminError> {
     if text.contains('@') {
-        Ok(Target::Mailbox(crate::names::Address::parse(
+        Ok(Target::Mailbox(dirmail_proto::names::Address::parse(
             text,
             max_name_len,
         )?))
     } else {
-        Ok(Target::Domain(crate::names::DomainName::parse(text)?))
+        Ok(Target::Domain(dirmail_proto::names::DomainName::parse(
+            text,
+        )?))
     }
 }
 
 /// A password given on the command line: empty is a usage error.
-pub fn password_arg(text: String, what: &str) -> Result<crate::names::Secret, AdminError> {
+pub fn password_arg(text: String, what: &str) -> Result<dirmail_proto::names::Secret, AdminError> {
     if text.is_empty() {
         return Err(AdminError::Usage(format!("{what} is empty")));
     }
@@ -302,5 +319,5 @@ pub fn password_arg(text: String, what: &str) -> Result<crate::names::Secret, Ad
             "{what} is longer than 1024 bytes"
         )));
     }
-    Ok(crate::names::Secret::new(text))
+    Ok(dirmail_proto::names::Secret::new(text))
 }

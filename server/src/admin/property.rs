@@ -6,13 +6,14 @@ use std::path::Path;
 use serde_json::{Value, json};
 use toml_edit::DocumentMut;
 
-use super::rules::{
+use super::{AdminError, Context, Outcome};
+use dirmail_config::{Config, Source};
+use dirmail_directory::{AuthMethod, DirectoryError};
+use dirmail_store as store;
+use dirmail_store::Layout;
+use dirmail_store::rules::{
     r2_change_only_without_domains, r6_spa_required_allowed, r22_switch_to_ad_allowed,
 };
-use super::{AdminError, Context, Outcome};
-use crate::config::{Config, Source};
-use crate::directory::{AuthMethod, DirectoryError};
-use crate::store::{self, Layout};
 
 /// Where a property lives: the store, or a `[table] key` of dirmail.toml.
 enum Home {

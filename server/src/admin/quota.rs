@@ -2,11 +2,13 @@
 
 use serde_json::json;
 
-use super::rules::{r11_max_name_len, r15_quota_owner};
 use super::{AdminError, Context, Outcome};
-use crate::config::{format_size, parse_size};
-use crate::names::Address;
-use crate::store::{self, MailboxRow};
+use dirmail_config::{format_size, parse_size};
+use dirmail_directory::local::LocalAccounts;
+use dirmail_proto::names::Address;
+use dirmail_store as store;
+use dirmail_store::MailboxRow;
+use dirmail_store::rules::{r11_max_name_len, r15_quota_owner};
 
 fn find(tx: &rusqlite::Connection, address: &str) -> Result<MailboxRow, AdminError> {
     let method = store::auth_method(tx)?;
@@ -25,7 +27,9 @@ pub fn create_quota_file(
     let limit = ctx.config.quota.default_limit;
     ctx.store.write(|tx| {
         let mailbox = find(tx, address)?;
-        let owner = r15_quota_owner(tx, store::auth_method(tx)?, &mailbox, user)?;
+        let owner = r15_quota_owner(tx, store::auth_method(tx)?, &mailbox, user, |name| {
+            Ok(LocalAccounts::new(tx).find(name)?.is_some())
+        })?;
         store::set_mailbox_quota(tx, mailbox.id, Some(limit), Some(&owner))?;
         Ok(Outcome::new(
             format!(
@@ -49,7 +53,7 @@ pub fn set_limit(ctx: &mut Context, address: &str, limit: &str) -> Result<Outcom
         let owner = match (&mailbox.quota_owner, limit) {
             (_, None) => None,
             (Some(owner), Some(_)) => Some(owner.clone()),
-            (None, Some(_)) => Some(r15_quota_owner(tx, store::auth_method(tx)?, &mailbox, None)?),
+            (None, Some(_)) => Some(r15_quota_owner(tx, store::auth_method(tx)?, &mailbox, None, |_| Ok(false))?),
         };
         store::set_mailbox_quota(tx, mailbox.id, limit, owner.as_deref())?;
         let text = match limit {

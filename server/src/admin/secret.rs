@@ -7,10 +7,11 @@ use std::io::BufRead;
 use serde_json::json;
 
 use super::cli::SecretCommand;
-use super::rules::r11_max_name_len;
 use super::{AdminError, Context, Outcome, password_arg};
-use crate::names::Address;
-use crate::store::{self, secrets};
+use dirmail_proto::names::Address;
+use dirmail_store as store;
+use dirmail_store::rules::r11_max_name_len;
+use dirmail_store::secrets;
 
 pub fn run(ctx: &mut Context, command: SecretCommand) -> Result<Outcome, AdminError> {
     let data_dir = ctx.store.data_dir.clone();

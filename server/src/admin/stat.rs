@@ -3,8 +3,9 @@
 use serde_json::json;
 
 use super::{AdminError, Context, Outcome};
-use crate::names::DomainName;
-use crate::store::{self, maildir};
+use dirmail_proto::names::DomainName;
+use dirmail_store as store;
+use dirmail_store::maildir;
 
 pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
     let conn = ctx.store.conn();

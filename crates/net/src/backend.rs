@@ -1,0 +1,367 @@
+//! The driver side of the protocol cores' requests: logins, recipient lookups, delivery and
+//! mailbox access, answered from the store. Everything here blocks (SQLite, argon2, fsync), so
+//! the drivers call it through `spawn_blocking`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use dirmail_config::Config;
+use dirmail_directory::ad::{AdDirectory, AdError, Lookup};
+use dirmail_directory::login::{self, LoginOutcome};
+use dirmail_directory::{AuthMethod, RefusalReason};
+use dirmail_proto::auth::Proof;
+use dirmail_proto::names::{Address, DomainName, MailboxName, Secret};
+use dirmail_store as store;
+use dirmail_store::rules::{r11_max_name_len, r12_postmaster, r15_quota_admits};
+use dirmail_store::{MailboxRow, Store, StoreError, maildir, secrets};
+
+/// Shared by every connection of a running server.
+pub struct Backend {
+    pub config: Arc<Config>,
+    /// Open stores to reuse; SQLite connections are cheap but not free to open.
+    pool: Mutex<Vec<Store>>,
+    /// R20: mailboxes (by id) held by a POP3 session.
+    pop3_holders: Mutex<HashSet<i64>>,
+    /// The configured Active Directory, checked at start (R21).
+    ad: Option<AdDirectory>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
+
+/// What a recipient address is to this server.
+#[derive(Debug, Clone)]
+pub enum RecipientVerdict {
+    /// A local mailbox: where its Maildir is and what its quota leaves (R15).
+    Local {
+        mailbox: MailboxRow,
+        maildir: PathBuf,
+        quota_left: Option<u64>,
+    },
+    /// A local domain without that mailbox (R17).
+    LocalUnknown,
+    /// Not one of our domains.
+    NotLocal,
+}
+
+/// Why a recipient could not be looked up: the store, or the directory (R24).
+#[derive(Debug, thiserror::Error)]
+pub enum RecipientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] AdError),
+}
+
+/// How one delivery went (R15, R18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// A recipient's quota cannot take the message whole: nothing was delivered.
+    QuotaExceeded(String),
+    /// The disk is full: nothing was delivered.
+    DiskFull,
+    Failed(String),
+}
+
+impl Backend {
+    /// Opens the store and checks `[directory]` (R21: settings that would send a password
+    /// in clear are refused here, at start).
+    pub fn open(config: Arc<Config>) -> Result<Backend, String> {
+        let store = Store::open(&config.store).map_err(|e| e.to_string())?;
+        let ad = match &config.directory {
+            Some(settings) => Some(AdDirectory::new(settings).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        if ad.is_none()
+            && store::auth_method(store.conn()).map_err(|e| e.to_string())? == AuthMethod::Ad
+        {
+            return Err("the store uses Active Directory authentication, and dirmail.toml has no [directory]".into());
+        }
+        Ok(Backend {
+            config,
+            pool: Mutex::new(vec![store]),
+            pop3_holders: Mutex::new(HashSet::new()),
+            ad,
+        })
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> Result<T, StoreError> {
+        let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+        let mut store = match pooled {
+            Some(store) => store,
+            None => Store::open(&self.config.store)?,
+        };
+        let value = f(&mut store);
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < 8
+        {
+            pool.push(store);
+        }
+        Ok(value)
+    }
+
+    /// A clear-text login (PLAIN, LOGIN, USER/PASS).
+    pub fn login(&self, login_name: &str, password: &Secret) -> Result<LoginOutcome, String> {
+        self.with_store(|store| {
+            login::check(
+                store.conn(),
+                &store.mailroot.clone(),
+                self.ad.as_ref(),
+                login_name,
+                password,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?
+    }
+
+    /// SPEC §10: an APOP or CRAM-MD5 login, checked against the mailbox's mail secret. Under
+    /// `ad` the AD user must still be enabled and in the mail group (R23).
+    pub fn digest_login(&self, login_name: &str, proof: &Proof) -> Result<LoginOutcome, String> {
+        self.with_store(|store| -> Result<LoginOutcome, String> {
+            let conn = store.conn();
+            let mailbox = match login::resolve(conn, login_name).map_err(|e| e.to_string())? {
+                Ok(mailbox) => mailbox,
+                Err(reason) => return Ok(LoginOutcome::Refused(reason)),
+            };
+            let Some(secret) =
+                secrets::get(conn, &store.data_dir, mailbox.id).map_err(|e| e.to_string())?
+            else {
+                return Ok(LoginOutcome::Refused(RefusalReason::NoMailSecret));
+            };
+            if !proof.verify(&secret) {
+                return Ok(LoginOutcome::Refused(RefusalReason::BadPassword));
+            }
+            if store::auth_method(conn).map_err(|e| e.to_string())? == AuthMethod::Ad {
+                let Some(ad) = &self.ad else {
+                    return Err("the store uses ad and [directory] is missing".into());
+                };
+                match ad
+                    .find_user(&mailbox.address.to_string())
+                    .map_err(|e| e.to_string())?
+                {
+                    Lookup::Found(user) if user.disabled => {
+                        return Ok(LoginOutcome::Refused(RefusalReason::Disabled));
+                    }
+                    Lookup::Found(user) => {
+                        if !ad.r23_in_mail_group(&user.dn).map_err(|e| e.to_string())? {
+                            return Ok(LoginOutcome::Refused(RefusalReason::NotInMailGroup));
+                        }
+                    }
+                    Lookup::NotFound | Lookup::Ambiguous => {
+                        return Ok(LoginOutcome::Refused(RefusalReason::NoAccount));
+                    }
+                }
+            }
+            if mailbox.retrieval_locked() {
+                let rule = if mailbox.locked { "R13" } else { "R14" };
+                return Ok(LoginOutcome::Locked { mailbox, rule });
+            }
+            Ok(LoginOutcome::Accepted(mailbox))
+        })
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Whether any mailbox has a mail secret: CRAM-MD5 is offered only then (SPEC §10).
+    pub fn any_mail_secrets(&self) -> bool {
+        self.with_store(|store| secrets::any(store.conn()).unwrap_or(false))
+            .unwrap_or(false)
+    }
+
+    /// The addresses an authenticated mailbox may send as (its own; aliases arrive later).
+    pub fn own_addresses(&self, mailbox: &MailboxRow) -> Vec<String> {
+        vec![mailbox.address.to_string()]
+    }
+
+    /// Looks a recipient up: a local mailbox, a local domain without it, or elsewhere. R12:
+    /// `postmaster@<local domain>` (and a bare `postmaster`) always resolve to a mailbox.
+    pub fn check_recipient(
+        &self,
+        local_part: &str,
+        domain: Option<&str>,
+    ) -> Result<RecipientVerdict, String> {
+        self.with_store(|store| -> Result<RecipientVerdict, RecipientError> {
+            let conn = store.conn();
+            let method = store::auth_method(conn)?;
+            let layout = store::layout(conn)?;
+            let domain_row = match domain {
+                Some(d) => match DomainName::parse(d) {
+                    Ok(name) => match store::find_domain(conn, &name)? {
+                        Some(row) => row,
+                        None => return Ok(RecipientVerdict::NotLocal),
+                    },
+                    Err(_) => return Ok(RecipientVerdict::NotLocal),
+                },
+                None if local_part.eq_ignore_ascii_case("postmaster") => {
+                    match self.own_domain(conn)? {
+                        Some(row) => row,
+                        None => return Ok(RecipientVerdict::LocalUnknown),
+                    }
+                }
+                None => return Ok(RecipientVerdict::NotLocal),
+            };
+            let address = MailboxName::parse(local_part, r11_max_name_len(method))
+                .ok()
+                .map(|name| Address {
+                    name,
+                    domain: domain_row.name.clone(),
+                });
+            let mut mailbox = match &address {
+                Some(a) => store::find_mailbox(conn, a)?,
+                None => None,
+            };
+            if mailbox.is_none() && local_part.eq_ignore_ascii_case("postmaster") {
+                mailbox = r12_postmaster(conn, &domain_row)?;
+            }
+            let Some(mailbox) = mailbox else {
+                return Ok(RecipientVerdict::LocalUnknown);
+            };
+            if method == AuthMethod::Ad && !self.r23_gets_mail(&mailbox)? {
+                return Ok(RecipientVerdict::LocalUnknown);
+            }
+            let maildir = layout.maildir(&store.mailroot, &mailbox.address);
+            let quota_left = match mailbox.quota_bytes {
+                Some(limit) => Some(limit.saturating_sub(maildir::usage(&maildir)?.bytes)),
+                None => None,
+            };
+            Ok(RecipientVerdict::Local {
+                mailbox,
+                maildir,
+                quota_left,
+            })
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    }
+
+    /// The server's own domain, for a bare `<postmaster>` (RFC 5321 §4.5.1): the local domain
+    /// the host name belongs to (`mail.example.jp` → `example.jp`), else the first domain made.
+    fn own_domain(
+        &self,
+        conn: &rusqlite::Connection,
+    ) -> Result<Option<store::DomainRow>, StoreError> {
+        let hostname = self.config.server.hostname.to_ascii_lowercase();
+        let domains = store::domains(conn)?;
+        let mine = domains
+            .iter()
+            .filter(|d| {
+                let name = d.name.as_str();
+                hostname == name || hostname.ends_with(&format!(".{name}"))
+            })
+            .max_by_key(|d| d.name.as_str().len());
+        Ok(match mine {
+            Some(d) => Some(d.clone()),
+            None => domains.into_iter().min_by_key(|d| d.id),
+        })
+    }
+
+    /// R23: under `ad`, a mailbox receives mail only while its AD user exists and is in the
+    /// mail group. An unreachable directory is an error (R24: `451 4.4.3` at RCPT).
+    fn r23_gets_mail(&self, mailbox: &MailboxRow) -> Result<bool, RecipientError> {
+        let Some(ad) = &self.ad else {
+            return Ok(false);
+        };
+        match ad.find_user(&mailbox.address.to_string())? {
+            Lookup::Found(user) => Ok(ad.r23_in_mail_group(&user.dn)?),
+            Lookup::NotFound | Lookup::Ambiguous => Ok(false),
+        }
+    }
+
+    /// R15 then R18: checks every recipient's quota against the whole message first, so
+    /// nothing is delivered in part; then writes one durable copy per recipient.
+    pub fn deliver(&self, recipients: &[(MailboxRow, PathBuf)], message: &[u8]) -> DeliveryOutcome {
+        for (mailbox, dir) in recipients {
+            if mailbox.quota_bytes.is_none() {
+                continue;
+            }
+            let used = match maildir::usage(dir) {
+                Ok(u) => u.bytes,
+                Err(e) => return DeliveryOutcome::Failed(e.to_string()),
+            };
+            if !r15_quota_admits(mailbox.quota_bytes, used, message.len() as u64) {
+                return DeliveryOutcome::QuotaExceeded(mailbox.address.to_string());
+            }
+        }
+        let mut written = Vec::new();
+        for (_, dir) in recipients {
+            match maildir::deliver(dir, &self.config.server.hostname, message) {
+                Ok(path) => written.push(path),
+                Err(e) => {
+                    // All or nothing: take back the copies already made, then say why.
+                    for path in &written {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return if is_disk_full(&e) {
+                        DeliveryOutcome::DiskFull
+                    } else {
+                        DeliveryOutcome::Failed(e.to_string())
+                    };
+                }
+            }
+        }
+        DeliveryOutcome::Delivered
+    }
+
+    /// R20: takes the mailbox for one POP3 session; `None` when another session holds it.
+    pub fn hold_pop3(self: &Arc<Self>, mailbox_id: i64) -> Option<Pop3Hold> {
+        let mut holders = self.pop3_holders.lock().ok()?;
+        if !holders.insert(mailbox_id) {
+            return None;
+        }
+        Some(Pop3Hold {
+            backend: Arc::clone(self),
+            mailbox_id,
+        })
+    }
+
+    /// Where a mailbox's Maildir is.
+    pub fn maildir_of(&self, mailbox: &MailboxRow) -> Result<PathBuf, String> {
+        self.with_store(|store| {
+            store::layout(store.conn())
+                .map(|layout| layout.maildir(&store.mailroot, &mailbox.address))
+        })
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
+/// A POP3 session's hold on a mailbox (R20), released when dropped, so a dropped connection
+/// frees it too.
+pub struct Pop3Hold {
+    backend: Arc<Backend>,
+    mailbox_id: i64,
+}
+
+impl std::fmt::Debug for Pop3Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pop3Hold")
+            .field("mailbox_id", &self.mailbox_id)
+            .finish()
+    }
+}
+
+impl Drop for Pop3Hold {
+    fn drop(&mut self) {
+        if let Ok(mut holders) = self.backend.pop3_holders.lock() {
+            holders.remove(&self.mailbox_id);
+        }
+    }
+}
+
+impl Backend {
+    /// `sparequired 1`: clear-text logins are refused (SPEC §7).
+    pub fn spa_required(&self) -> Result<bool, String> {
+        self.with_store(|store| store::spa_required(store.conn()))
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())
+    }
+}

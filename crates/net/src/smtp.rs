@@ -1,0 +1,372 @@
+//! The SMTP driver: joins a [`proto::smtp::Session`](dirmail_proto::smtp::Session) to a socket
+//! and answers its requests from the [`Backend`](super::backend::Backend).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::backend::{DeliveryOutcome, RecipientVerdict};
+use super::conn::Conn;
+use super::server::{Service, Shared, stopped};
+use dirmail_config::PlaintextAuth;
+use dirmail_directory::login::LoginOutcome;
+use dirmail_proto::auth::{Credentials, Proof};
+use dirmail_proto::smtp::address::RcptAddress;
+use dirmail_proto::smtp::session::{
+    Config as SessionConfig, Delivery, Event, Listener, Request, Response, Session, Target,
+};
+use dirmail_store::MailboxRow;
+
+/// May a clear-text password cross this connection before TLS?
+pub fn plaintext_allowed_before_tls(policy: PlaintextAuth, peer: SocketAddr) -> bool {
+    match policy {
+        PlaintextAuth::Tls => false,
+        PlaintextAuth::Loopback => peer.ip().to_canonical().is_loopback(),
+        PlaintextAuth::Always => true,
+    }
+}
+
+fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> SessionConfig {
+    let c = &shared.config;
+    let mut config = SessionConfig::new(c.server.hostname.clone());
+    config.listener = match service {
+        Service::Submission => Listener::Submission,
+        Service::Smtps => Listener::ImplicitTls,
+        _ => Listener::Relay,
+    };
+    config.max_message_size = c.smtp.max_message_size;
+    config.plaintext_auth_without_tls = plaintext_allowed_before_tls(c.tls.plaintext_auth, peer);
+    config.relay_allow = c.smtp.relay_networks.clone();
+    config.require_own_sender = c.smtp.require_own_sender;
+    config.command_timeout = c.limits.smtp_command_timeout;
+    config.data_timeout = c.limits.smtp_data_timeout;
+    config
+}
+
+/// A challenge no other session gets (RFC 2195): `<random.time@hostname>`.
+pub fn unique_challenge(hostname: &str) -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    format!(
+        "<{}.{}.{}@{hostname}>",
+        std::process::id(),
+        OsRng.next_u64(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    )
+}
+
+/// Serves one SMTP connection until the client quits, the session closes it, or the server
+/// stops (then idle sessions get `421`; a delivery under way finishes first).
+pub async fn serve(
+    service: Service,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
+    if service.implicit_tls() {
+        conn.upgrade(&shared.tls).await?;
+    }
+    let mut config = session_config(&shared, service, peer);
+    {
+        let backend = Arc::clone(&shared.backend);
+        config.offer_cram_md5 = tokio::task::spawn_blocking(move || backend.any_mail_secrets())
+            .await
+            .unwrap_or(false);
+        config.cram_challenge = unique_challenge(&shared.config.server.hostname);
+    }
+    let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
+    let mut out = session.greeting().to_bytes();
+    // Accepted local recipients of the current transaction, by the key the core carries.
+    let mut locals: HashMap<String, (MailboxRow, PathBuf)> = HashMap::new();
+    let mut stopping = shared.stopping.clone();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while let Some(event) = session.poll() {
+            match event {
+                Event::Reply(reply) => out.extend_from_slice(&reply.to_bytes()),
+                Event::Request(request) => {
+                    flush(&mut conn, &mut out).await?;
+                    let response = answer(&shared, peer, request, &mut locals).await;
+                    if let Err(e) = session.answer(response) {
+                        tracing::error!(%peer, "smtp core refused an answer: {e}");
+                        return Ok(());
+                    }
+                }
+                Event::StartTls => {
+                    flush(&mut conn, &mut out).await?;
+                    conn.upgrade(&shared.tls).await?;
+                    session.tls_started(Instant::now());
+                }
+                Event::Close => {
+                    flush(&mut conn, &mut out).await?;
+                    let _ = conn.shutdown().await;
+                    return Ok(());
+                }
+            }
+        }
+        flush(&mut conn, &mut out).await?;
+        let deadline = session.deadline();
+        tokio::select! {
+            read = conn.read(&mut buf) => {
+                let n = read?;
+                if n == 0 {
+                    return Ok(());
+                }
+                session.feed(&buf[..n], Instant::now());
+            }
+            _ = sleep_until(deadline) => session.timeout(Instant::now()),
+            _ = stopped(&mut stopping) => {
+                let bye = format!("421 4.3.2 {} Service shutting down\r\n", shared.config.server.hostname);
+                let _ = conn.write_all(bye.as_bytes()).await;
+                let _ = conn.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if !out.is_empty() {
+        conn.write_all(out).await?;
+        conn.flush().await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    request: Request,
+    locals: &mut HashMap<String, (MailboxRow, PathBuf)>,
+) -> Response {
+    match request {
+        Request::Authenticate(credentials) => authenticate(shared, peer, credentials).await,
+        Request::CheckRecipient(address) => {
+            let (local_part, domain) = match &address {
+                RcptAddress::Postmaster => ("postmaster".to_owned(), None),
+                RcptAddress::Mailbox { local_part, domain } => {
+                    (local_part.clone(), Some(domain.clone()))
+                }
+            };
+            let backend = Arc::clone(&shared.backend);
+            let verdict = tokio::task::spawn_blocking(move || {
+                backend.check_recipient(&local_part, domain.as_deref())
+            })
+            .await;
+            match verdict {
+                Ok(Ok(RecipientVerdict::Local {
+                    mailbox,
+                    maildir,
+                    quota_left,
+                })) => {
+                    let key = mailbox.id.to_string();
+                    locals.insert(key.clone(), (mailbox, maildir));
+                    Response::Local {
+                        mailbox: key,
+                        quota_left,
+                    }
+                }
+                Ok(Ok(RecipientVerdict::LocalUnknown)) => Response::LocalUnknown,
+                Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
+                Ok(Err(e)) => {
+                    tracing::error!(%peer, "recipient lookup failed: {e}");
+                    Response::TempFail
+                }
+                Err(e) => {
+                    tracing::error!(%peer, "recipient lookup panicked: {e}");
+                    Response::TempFail
+                }
+            }
+        }
+        Request::Deliver(delivery) => deliver(shared, peer, delivery, locals).await,
+    }
+}
+
+async fn authenticate(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    credentials: Credentials,
+) -> Response {
+    let Credentials {
+        authzid,
+        username,
+        proof,
+    } = credentials;
+    if authzid
+        .as_deref()
+        .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
+    {
+        tracing::info!(%peer, user = %username, reason = "asked to act as another identity", "smtp login refused");
+        return refuse_login(shared, peer).await;
+    }
+    let backend = Arc::clone(&shared.backend);
+    let user = username.clone();
+    let outcome = tokio::task::spawn_blocking(move || match &proof {
+        // sparequired 1 refuses clear-text logins (SPEC §7).
+        Proof::Password(_) if backend.spa_required()? => Ok(None),
+        Proof::Password(password) => backend.login(&user, password).map(Some),
+        // SPEC §10: CRAM-MD5 against the mail secret.
+        Proof::CramMd5 { .. } | Proof::Apop { .. } => backend.digest_login(&user, &proof).map(Some),
+    })
+    .await;
+    match outcome {
+        // R13: a locked mailbox may still send.
+        Ok(Ok(Some(LoginOutcome::Accepted(mailbox) | LoginOutcome::Locked { mailbox, .. }))) => {
+            shared.throttle.succeeded(peer.ip());
+            tracing::info!(%peer, user = %mailbox.address, "smtp login");
+            Response::AuthOk {
+                identity: mailbox.address.to_string(),
+                own_addresses: shared.backend.own_addresses(&mailbox),
+            }
+        }
+        Ok(Ok(Some(LoginOutcome::Refused(reason)))) => {
+            tracing::info!(%peer, user = %username, reason = reason.describe(), "smtp login refused");
+            refuse_login(shared, peer).await
+        }
+        Ok(Ok(None)) => {
+            tracing::info!(%peer, user = %username, reason = "clear-text login while sparequired is 1", "smtp login refused");
+            refuse_login(shared, peer).await
+        }
+        Ok(Err(e)) => {
+            tracing::error!(%peer, "login check failed: {e}");
+            Response::TempFail
+        }
+        Err(e) => {
+            tracing::error!(%peer, "login check panicked: {e}");
+            Response::TempFail
+        }
+    }
+}
+
+async fn refuse_login(shared: &Arc<Shared>, peer: SocketAddr) -> Response {
+    let delay = shared.throttle.failed(peer.ip(), Instant::now());
+    tokio::time::sleep(delay).await;
+    Response::BadCredentials
+}
+
+async fn deliver(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    delivery: Delivery,
+    locals: &mut HashMap<String, (MailboxRow, PathBuf)>,
+) -> Response {
+    let mut targets: Vec<(MailboxRow, PathBuf)> = Vec::new();
+    for recipient in &delivery.recipients {
+        match &recipient.target {
+            Target::Local { mailbox } => {
+                // One copy per mailbox, however many of its addresses were named.
+                if targets.iter().any(|(m, _)| m.id.to_string() == *mailbox) {
+                    continue;
+                }
+                match locals.get(mailbox) {
+                    Some(found) => targets.push(found.clone()),
+                    None => return Response::TempFail,
+                }
+            }
+            Target::Relay => {
+                // Outbound delivery (SPEC §11) is not built yet: say so with a temporary
+                // failure, so the client keeps the message instead of it being lost here.
+                tracing::warn!(%peer, to = %recipient.address, "relay accepted but outbound delivery is not available");
+                locals.clear();
+                return Response::TempFail;
+            }
+        }
+    }
+    locals.clear();
+    let message = delivery.message_with_trace(&rfc5322_date(std::time::SystemTime::now()));
+    let backend = Arc::clone(&shared.backend);
+    let size = message.len();
+    let outcome = tokio::task::spawn_blocking(move || backend.deliver(&targets, &message)).await;
+    match outcome {
+        Ok(DeliveryOutcome::Delivered) => {
+            tracing::info!(%peer, from = %delivery.envelope_from, recipients = delivery.recipients.len(), size, "delivered");
+            Response::Delivered
+        }
+        Ok(DeliveryOutcome::QuotaExceeded(who)) => {
+            tracing::info!(%peer, mailbox = %who, size, "refused: over quota (R15)");
+            Response::QuotaExceeded
+        }
+        Ok(DeliveryOutcome::DiskFull) => {
+            tracing::error!(%peer, "delivery failed: the disk is full");
+            Response::DiskFull
+        }
+        Ok(DeliveryOutcome::Failed(e)) => {
+            tracing::error!(%peer, "delivery failed: {e}");
+            Response::TempFail
+        }
+        Err(e) => {
+            tracing::error!(%peer, "delivery panicked: {e}");
+            Response::TempFail
+        }
+    }
+}
+
+/// An RFC 5322 date in UTC, e.g. `Sun, 22 Nov 2026 06:16:22 +0000`.
+pub fn rfc5322_date(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
+    let month_name = MONTHS[(month - 1) as usize];
+    format!(
+        "{weekday}, {day} {month_name} {year} {:02}:{:02}:{:02} +0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_328_182);
+        assert_eq!(rfc5322_date(at), "Sun, 22 Nov 2026 06:16:22 +0000");
+        assert_eq!(
+            rfc5322_date(std::time::UNIX_EPOCH),
+            "Thu, 1 Jan 1970 00:00:00 +0000"
+        );
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+}

@@ -1,0 +1,410 @@
+//! The store: one SQLite database of administrative state plus the mail root of Maildirs.
+//!
+//! Every rule check runs in the same `BEGIN IMMEDIATE` transaction as the change it guards, so
+//! two administrators racing cannot both slip past a rule (R2, R3, R9).
+
+pub mod folders;
+pub mod maildir;
+pub mod rules;
+pub mod schema;
+pub mod secrets;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use dirmail_config::StoreConfig;
+use dirmail_proto::names::{Address, DomainName, MailboxName};
+pub use maildir::Layout;
+
+pub const DB_FILE: &str = "dirmail.db";
+
+/// The authentication method of a store (seed names: Local Windows accounts, Active Directory
+/// integrated, Encrypted password file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Local,
+    Ad,
+    PasswdFile,
+}
+
+impl AuthMethod {
+    pub fn parse(s: &str) -> Option<AuthMethod> {
+        match s {
+            "local" => Some(AuthMethod::Local),
+            "ad" => Some(AuthMethod::Ad),
+            "passwd-file" => Some(AuthMethod::PasswdFile),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Local => "local",
+            AuthMethod::Ad => "ad",
+            AuthMethod::PasswdFile => "passwd-file",
+        }
+    }
+}
+
+/// An open store. Cheap to open; the administration tool opens one per command.
+pub struct Store {
+    conn: Connection,
+    pub mailroot: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .field("mailroot", &self.mailroot)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub fn io_context(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+/// Creates `dir` (and parents) and makes it private to the server's user (0700). A directory
+/// others may write to (`/tmp`, say, as a mistaken `mailroot`) is refused, not made private:
+/// that would lock every other user of the machine out of it.
+pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    if let Ok(meta) = fs::metadata(dir)
+        && meta.is_dir()
+        && meta.permissions().mode() & 0o1002 != 0
+    {
+        return Err(StoreError::Io {
+            context: format!(
+                "{} is shared (others may write to it, mode {:o}); give the store a directory of its own, or make this one private (chmod 700) if it is",
+                dir.display(),
+                meta.permissions().mode() & 0o7777
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+    }
+    fs::create_dir_all(dir).map_err(io_context(format!("cannot create {}", dir.display())))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_context(format!(
+        "cannot set permissions on {}",
+        dir.display()
+    )))
+}
+
+impl Store {
+    /// Opens the store, creating it on first use (R1: a new store starts `local`, `per-domain`).
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        private_dir(&config.data_dir)?;
+        private_dir(&config.mailroot)?;
+        let db_path = config.data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&db_path)?;
+        // SQLite gives the -wal and -shm files the database file's mode, so 0600 here covers all.
+        fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600)).map_err(io_context(
+            format!("cannot set permissions on {}", db_path.display()),
+        ))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn,
+            mailroot: config.mailroot.clone(),
+            data_dir: config.data_dir.clone(),
+        })
+    }
+
+    /// Runs `f` in a write transaction taken at once (`BEGIN IMMEDIATE`): the checks inside see
+    /// the state their change will be applied to. Commits when `f` returns `Ok`.
+    pub fn write<T, E>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let value = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+
+    /// Read-only access for queries that guard nothing.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let applied: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        if index == 0 {
+            crate::rules::r1_initial_settings(&tx)?;
+        }
+        tx.pragma_update(None, "user_version", index + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+// ---- settings --------------------------------------------------------------------------
+
+pub fn setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+pub fn set_setting(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO settings(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn auth_method(conn: &Connection) -> Result<AuthMethod, StoreError> {
+    let value = setting(conn, "authentication")?.unwrap_or_default();
+    Ok(AuthMethod::parse(&value).unwrap_or(AuthMethod::Local))
+}
+
+pub fn layout(conn: &Connection) -> Result<Layout, StoreError> {
+    let value = setting(conn, "mailbox-layout")?.unwrap_or_default();
+    Ok(Layout::parse(&value).unwrap_or(Layout::PerDomain))
+}
+
+pub fn spa_required(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(setting(conn, "sparequired")?.as_deref() == Some("1"))
+}
+
+// ---- domains ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct DomainRow {
+    pub id: i64,
+    pub name: DomainName,
+    pub locked: bool,
+    pub admin_mailbox: Option<String>,
+}
+
+pub fn domain_count(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row("SELECT count(*) FROM domains", [], |r| r.get(0))?)
+}
+
+pub fn find_domain(conn: &Connection, name: &DomainName) -> Result<Option<DomainRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, name, locked, admin_mailbox FROM domains WHERE name = ?1",
+            [name.as_str()],
+            domain_row,
+        )
+        .optional()?)
+}
+
+pub fn domains(conn: &Connection) -> Result<Vec<DomainRow>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT id, name, locked, admin_mailbox FROM domains ORDER BY name")?;
+    let rows = stmt.query_map([], domain_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
+    Ok(DomainRow {
+        id: r.get(0)?,
+        name: DomainName::unvalidated(r.get(1)?),
+        locked: r.get(2)?,
+        admin_mailbox: r.get(3)?,
+    })
+}
+
+pub fn insert_domain(conn: &Connection, name: &DomainName) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO domains(name, created_at) VALUES (?1, ?2)",
+        params![name.as_str(), now_unix()],
+    )?;
+    Ok(())
+}
+
+pub fn delete_domain(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM mailboxes WHERE domain_id = ?1", [id])?;
+    conn.execute("DELETE FROM domains WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+pub fn set_domain_locked(conn: &Connection, id: i64, locked: bool) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE domains SET locked = ?2 WHERE id = ?1",
+        params![id, locked],
+    )?;
+    Ok(())
+}
+
+// ---- mailboxes -------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct MailboxRow {
+    pub id: i64,
+    pub address: Address,
+    /// The mailbox's own lock flag.
+    pub locked: bool,
+    /// Its domain's lock flag (R14: a locked domain locks retrieval for all its mailboxes).
+    pub domain_locked: bool,
+    pub quota_bytes: Option<u64>,
+    pub quota_owner: Option<String>,
+}
+
+impl MailboxRow {
+    /// R13/R14: retrieval is refused when the mailbox or its domain is locked.
+    pub fn retrieval_locked(&self) -> bool {
+        self.locked || self.domain_locked
+    }
+}
+
+const MAILBOX_SELECT: &str =
+    "SELECT m.id, m.name, d.name, m.locked, d.locked, m.quota_bytes, m.quota_owner
+     FROM mailboxes m JOIN domains d ON d.id = m.domain_id";
+
+fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxRow> {
+    Ok(MailboxRow {
+        id: r.get(0)?,
+        address: Address {
+            name: MailboxName::unvalidated(r.get(1)?),
+            domain: DomainName::unvalidated(r.get(2)?),
+        },
+        locked: r.get(3)?,
+        domain_locked: r.get(4)?,
+        quota_bytes: r.get::<_, Option<i64>>(5)?.map(|q| q as u64),
+        quota_owner: r.get(6)?,
+    })
+}
+
+pub fn find_mailbox(
+    conn: &Connection,
+    address: &Address,
+) -> Result<Option<MailboxRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("{MAILBOX_SELECT} WHERE m.name = ?1 AND d.name = ?2"),
+            [address.name.as_str(), address.domain.as_str()],
+            mailbox_row,
+        )
+        .optional()?)
+}
+
+/// Every mailbox with this name, in any domain (R3, R8, R9).
+pub fn mailboxes_named(
+    conn: &Connection,
+    name: &MailboxName,
+) -> Result<Vec<MailboxRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "{MAILBOX_SELECT} WHERE m.name = ?1 ORDER BY d.name"
+    ))?;
+    let rows = stmt.query_map([name.as_str()], mailbox_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn mailboxes_of(conn: &Connection, domain_id: i64) -> Result<Vec<MailboxRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "{MAILBOX_SELECT} WHERE m.domain_id = ?1 ORDER BY m.name"
+    ))?;
+    let rows = stmt.query_map([domain_id], mailbox_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn mailbox_count(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row("SELECT count(*) FROM mailboxes", [], |r| r.get(0))?)
+}
+
+pub fn insert_mailbox(
+    conn: &Connection,
+    domain_id: i64,
+    name: &MailboxName,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO mailboxes(domain_id, name, created_at) VALUES (?1, ?2, ?3)",
+        params![domain_id, name.as_str(), now_unix()],
+    )?;
+    Ok(())
+}
+
+pub fn delete_mailbox(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM mailboxes WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+pub fn set_mailbox_locked(conn: &Connection, id: i64, locked: bool) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE mailboxes SET locked = ?2 WHERE id = ?1",
+        params![id, locked],
+    )?;
+    Ok(())
+}
+
+pub fn set_mailbox_quota(
+    conn: &Connection,
+    id: i64,
+    limit: Option<u64>,
+    owner: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE mailboxes SET quota_bytes = ?2, quota_owner = ?3 WHERE id = ?1",
+        params![id, limit.map(|l| l as i64), owner],
+    )?;
+    Ok(())
+}
+
+/// The mailbox with the lowest id in a domain: the first one created (R12's fallback).
+pub fn first_mailbox_of(
+    conn: &Connection,
+    domain_id: i64,
+) -> Result<Option<MailboxRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("{MAILBOX_SELECT} WHERE m.domain_id = ?1 ORDER BY m.id LIMIT 1"),
+            [domain_id],
+            mailbox_row,
+        )
+        .optional()?)
+}
+
+/// R22: marks a mailbox as having its Active Directory user.
+pub fn set_mailbox_ad_linked(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.execute("UPDATE mailboxes SET ad_linked = 1 WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// R22: mailboxes without their Active Directory user yet.
+pub fn mailboxes_not_ad_linked(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM mailboxes WHERE ad_linked = 0",
+        [],
+        |r| r.get(0),
+    )?)
+}

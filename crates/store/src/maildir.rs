@@ -1,0 +1,403 @@
+//! The mail root: where each mailbox's Maildir lives (SPEC §3), creating and removing them, and
+//! counting what they hold. Delivery arrives with the SMTP issue.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{StoreError, io_context, private_dir};
+use dirmail_proto::names::Address;
+
+/// The mailbox layout (E-Post "per domain" vs "common box").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `<mailroot>/<domain>/<name>/`
+    PerDomain,
+    /// `<mailroot>/inbox/<name>/`: one namespace of names for all domains (R9).
+    Shared,
+}
+
+impl Layout {
+    pub fn parse(s: &str) -> Option<Layout> {
+        match s {
+            "per-domain" => Some(Layout::PerDomain),
+            "shared" => Some(Layout::Shared),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::PerDomain => "per-domain",
+            Layout::Shared => "shared",
+        }
+    }
+
+    /// The Maildir of `address` under `mailroot`.
+    pub fn maildir(self, mailroot: &Path, address: &Address) -> PathBuf {
+        match self {
+            Layout::PerDomain => mailroot
+                .join(address.domain.as_str())
+                .join(address.name.as_str()),
+            Layout::Shared => mailroot.join("inbox").join(address.name.as_str()),
+        }
+    }
+}
+
+/// Creates the Maildir (`cur/ new/ tmp/`), private to the server.
+pub fn create(dir: &Path) -> Result<(), StoreError> {
+    // The domain's (or `inbox`'s) directory too, or it would get the default mode.
+    if let Some(parent) = dir.parent() {
+        private_dir(parent)?;
+    }
+    for sub in ["cur", "new", "tmp"] {
+        private_dir(&dir.join(sub))?;
+    }
+    private_dir(dir)
+}
+
+/// Moves a Maildir out of the way in one rename, so a failed transaction can put it back and a
+/// committed one can remove it at leisure. Returns where it went, or `None` if it did not exist.
+pub fn set_aside(dir: &Path) -> Result<Option<PathBuf>, StoreError> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let aside = dir.with_file_name(format!(
+        ".deleting-{name}-{}-{}",
+        std::process::id(),
+        super::now_unix()
+    ));
+    fs::rename(dir, &aside).map_err(io_context(format!("cannot move {} aside", dir.display())))?;
+    Ok(Some(aside))
+}
+
+pub fn remove(dir: &Path) -> Result<(), StoreError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_context(format!("cannot remove {}", dir.display()))(e)),
+    }
+}
+
+/// Messages and bytes held in a Maildir: `new/` and `cur/` of the inbox and of every
+/// Maildir++ sub-folder (`.Name/`). `tmp/` holds nothing delivered yet, so it is not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+    }
+}
+
+pub fn usage(dir: &Path) -> Result<Usage, StoreError> {
+    let mut total = folder_usage(dir)?;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(total),
+        Err(e) => return Err(io_context(format!("cannot read {}", dir.display()))(e)),
+    };
+    for entry in entries.flatten() {
+        let is_folder = entry.file_name().to_string_lossy().starts_with('.')
+            && entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && entry.path().join("cur").is_dir();
+        if is_folder {
+            total += folder_usage(&entry.path())?;
+        }
+    }
+    Ok(total)
+}
+
+fn folder_usage(dir: &Path) -> Result<Usage, StoreError> {
+    let mut total = Usage::default();
+    for sub in ["new", "cur"] {
+        let path = dir.join(sub);
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_context(format!("cannot read {}", path.display()))(e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            // The size in the name (`,S=`) spares a stat per message: a delivery into a big
+            // mailbox with a quota reads the whole listing (R15).
+            let size = match size_in_name(&name) {
+                Some(size) => size,
+                None => match entry.metadata() {
+                    Ok(meta) => meta.len(),
+                    Err(_) => continue,
+                },
+            };
+            total.messages += 1;
+            total.bytes += size;
+        }
+    }
+    Ok(total)
+}
+
+/// The size a Maildir++ name carries (`…,S=4096:2,S`), as dirmail and most servers write it.
+pub fn size_in_name(name: &str) -> Option<u64> {
+    let base = name.split(":2,").next().unwrap_or(name);
+    let (_, rest) = base.rsplit_once(",S=")?;
+    let digits = rest.split(',').next().unwrap_or(rest);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+// ---- delivery and reading (R18, R20) ----------------------------------------------------
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static DELIVERY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique on this host for this process: `secs.M<micros>P<pid>Q<n>.<host>` (the
+/// Maildir convention), so concurrent deliveries never collide.
+fn unique_name(hostname: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let n = DELIVERY_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let host: String = hostname
+        .chars()
+        .map(|c| if c == '/' || c == ':' { '_' } else { c })
+        .collect();
+    // Microseconds zero-padded, so names sort in delivery order (POP3 numbers by it).
+    format!(
+        "{}.M{:06}P{}Q{n}.{host}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id()
+    )
+}
+
+/// R18: writes `message` into `tmp/`, fsyncs it, links it into `new/` and fsyncs `new/`, so once
+/// this returns the message survives a crash; before it returns nothing is visible in `new/`.
+/// Returns the path in `new/`.
+pub fn deliver(maildir: &Path, hostname: &str, message: &[u8]) -> std::io::Result<PathBuf> {
+    let name = format!("{},S={}", unique_name(hostname), message.len());
+    let tmp = maildir.join("tmp").join(&name);
+    let new = maildir.join("new").join(&name);
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(message)?;
+        file.sync_all()?;
+        drop(file);
+        // A hard link never replaces an existing file, unlike rename.
+        fs::hard_link(&tmp, &new)?;
+        fs::File::open(maildir.join("new"))?.sync_all()?;
+        Ok(new.clone())
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// One message as a POP3 session sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFile {
+    /// Stable across sessions: the file name up to the `:2,` flags (the Maildir unique name).
+    pub uid: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// The messages of the inbox (`new/` then `cur/`), oldest first by name.
+pub fn list_inbox(maildir: &Path) -> std::io::Result<Vec<MessageFile>> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let entries = match fs::read_dir(maildir.join(sub)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if !meta.is_file() {
+                continue;
+            }
+            let uid = name.split(':').next().unwrap_or(&name).to_owned();
+            out.push(MessageFile {
+                uid,
+                path: entry.path(),
+                size: meta.len(),
+            });
+        }
+    }
+    out.sort_by_cached_key(|f| arrival_key(&f.uid));
+    Ok(out)
+}
+
+/// Sorts Maildir unique names in arrival order: `<secs>.M<micros>…` by the numbers (other
+/// tools, and dirmail before it padded them, write the microseconds unpadded), then by name.
+fn arrival_key(uid: &str) -> (u64, u64, String) {
+    let mut parts = uid.splitn(2, '.');
+    let secs = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX);
+    let micros = parts
+        .next()
+        .and_then(|rest| rest.strip_prefix('M'))
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0);
+    (secs, micros, uid.to_owned())
+}
+
+/// Where a listed message is now: IMAP moves messages from `new/` to `cur/` and renames them
+/// when their flags change, keeping the unique name (`uid`). `None` when it is gone.
+pub fn current_path(file: &MessageFile) -> Option<PathBuf> {
+    if file.path.exists() {
+        return Some(file.path.clone());
+    }
+    let maildir = file.path.parent()?.parent()?;
+    // The usual case costs one look: moved from `new/` to `cur/` with no flag yet.
+    let moved = maildir.join("cur").join(format!("{}:2,", file.uid));
+    if moved.exists() {
+        return Some(moved);
+    }
+    ["cur", "new"].into_iter().find_map(|sub| {
+        fs::read_dir(maildir.join(sub))
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                (name.split(':').next() == Some(file.uid.as_str())).then(|| entry.path())
+            })
+    })
+}
+
+/// Removes messages; one already gone (another reader removed it) is not an error.
+pub fn delete_messages(files: &[&MessageFile]) -> std::io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in files {
+        let path = current_path(file).unwrap_or_else(|| file.path.clone());
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(dir) = file.path.parent() {
+            dirs.insert(dir.to_owned());
+        }
+    }
+    for dir in dirs {
+        fs::File::open(&dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_then_list_then_delete() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("box");
+        create(&dir).unwrap();
+        let a = deliver(&dir, "mail.example.jp", b"Subject: a\r\n\r\n1\r\n").unwrap();
+        let b = deliver(&dir, "mail.example.jp", b"Subject: b\r\n\r\n22\r\n").unwrap();
+        assert!(a.starts_with(dir.join("new")) && b.exists());
+        assert_eq!(
+            fs::read_dir(dir.join("tmp")).unwrap().count(),
+            0,
+            "tmp/ is left empty"
+        );
+        let list = list_inbox(&dir).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].size, 17);
+        assert_ne!(list[0].uid, list[1].uid);
+        assert_eq!(
+            usage(&dir).unwrap(),
+            Usage {
+                messages: 2,
+                bytes: 35
+            }
+        );
+        delete_messages(&[&list[0]]).unwrap();
+        assert_eq!(list_inbox(&dir).unwrap().len(), 1);
+        // Deleting what is already gone is fine.
+        delete_messages(&[&list[0]]).unwrap();
+    }
+
+    #[test]
+    fn sizes_in_names() {
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=4096"), Some(4096));
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=4096:2,RS"), Some(4096));
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=12,W=14:2,"), Some(12));
+        assert_eq!(size_in_name("1.M2P3Q4.host:2,S"), None);
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=:2,"), None);
+        assert_eq!(size_in_name("1.M2P3Q4.host,S=12x"), None);
+        assert_eq!(
+            size_in_name("1.M2P3Q4.host,S=99999999999999999999999"),
+            None
+        );
+    }
+
+    #[test]
+    fn usage_counts_names_with_and_without_sizes() {
+        // `create` makes the parent (the domain's directory) private too, so not the temporary
+        // directory's parent, /tmp.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("example.jp/a");
+        create(&dir).unwrap();
+        deliver(&dir, "h", &[b'x'; 100]).unwrap();
+        // A file from elsewhere, without S=, and one whose flags moved it to cur/.
+        fs::write(dir.join("new/1.foreign"), [b'y'; 30]).unwrap();
+        fs::write(dir.join("cur/2.M1.h,S=7:2,S"), [b'z'; 7]).unwrap();
+        assert_eq!(
+            usage(&dir).unwrap(),
+            Usage {
+                messages: 3,
+                bytes: 137
+            }
+        );
+    }
+
+    #[test]
+    fn arrival_order_reads_the_numbers() {
+        let mut names = vec![
+            "1700000001.M5P1Q0.h",
+            "1700000000.M1000P1Q1.h",
+            "1700000000.M999P1Q0.h",
+            "odd-name",
+        ];
+        names.sort_by_cached_key(|n| arrival_key(n));
+        assert_eq!(
+            names,
+            [
+                "1700000000.M999P1Q0.h",
+                "1700000000.M1000P1Q1.h",
+                "1700000001.M5P1Q0.h",
+                "odd-name"
+            ]
+        );
+    }
+}
