@@ -11,6 +11,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use dirmail_proto::names::Secret;
+
 /// Where the configuration came from; `set` edits this file in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -141,34 +143,36 @@ pub struct QuotaConfig {
     pub default_limit: u64,
 }
 
-/// SPEC §9, with exactly the keys it names.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[directory]`: Active Directory (spec §9), typed and bounded once at load. The service
+/// account's password is a [`Secret`], so no `Debug` of the configuration can print it.
+#[derive(Debug, Clone)]
 pub struct DirectoryConfig {
     pub url: String,
     pub ca_file: Option<PathBuf>,
     pub base_dn: String,
     pub netbios_domain: String,
     pub bind_dn: Option<String>,
-    pub bind_password: Option<String>,
+    pub bind_password: Option<Secret>,
     pub users_container: Option<String>,
-    #[serde(default = "default_mail_group")]
     pub mail_group: String,
-    #[serde(default = "default_retry_interval_ms")]
-    pub retry_interval_ms: u64,
-    #[serde(default = "default_retry_count")]
+    /// R24: how long to wait before trying an unreachable directory again (seed 002's
+    /// `ADRetryMSec`).
+    pub retry_interval: Duration,
+    /// R24: how many times to try again before the failure is reported as temporary (seed
+    /// 002's `ADRetryTime`).
     pub retry_count: u32,
 }
 
-fn default_mail_group() -> String {
-    "IMSUsers".into()
-}
-fn default_retry_interval_ms() -> u64 {
-    1000
-}
-fn default_retry_count() -> u32 {
-    10
-}
+/// The default R24 wait between tries (seed 002: `ADRetryMSec` 1000).
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// The default R24 number of further tries (seed 002: `ADRetryTime` 10).
+pub const DEFAULT_RETRY_COUNT: u32 = 10;
+/// Bounds of `retry_interval`: short enough for tests, never a busy loop, and never so long
+/// that a client gives up on the server long before the server gives up on the directory.
+pub const RETRY_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(60));
+/// The most further tries: with the longest interval, an hour of waiting for one login.
+pub const MAX_RETRY_COUNT: u32 = 60;
 
 pub const DEFAULT_DATA_DIR: &str = "dirmail-data";
 pub const DEFAULT_POP3_PORT: u16 = 1110;
@@ -229,7 +233,94 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     quota: RawQuota,
-    directory: Option<DirectoryConfig>,
+    directory: Option<RawDirectory>,
+}
+
+/// `[directory]` as written. `retry_interval` takes a unit (`"1s"`, `"500ms"`); the older
+/// `retry_interval_ms` (the seed's `ADRetryMSec`) is still read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    url: String,
+    ca_file: Option<PathBuf>,
+    base_dn: String,
+    netbios_domain: String,
+    bind_dn: Option<String>,
+    bind_password: Option<String>,
+    users_container: Option<String>,
+    mail_group: Option<String>,
+    retry_interval: Option<String>,
+    retry_interval_ms: Option<u64>,
+    retry_count: Option<u32>,
+}
+
+/// By hand, so the service account's password, still a plain string here, is never printed.
+impl std::fmt::Debug for RawDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawDirectory")
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawDirectory {
+    fn check(self, base: &Path) -> Result<DirectoryConfig, String> {
+        for (key, value) in [
+            ("url", &self.url),
+            ("base_dn", &self.base_dn),
+            ("netbios_domain", &self.netbios_domain),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("directory.{key} cannot be empty"));
+            }
+        }
+        if self.bind_dn.is_some() != self.bind_password.is_some() {
+            return Err(
+                "directory.bind_dn and directory.bind_password go together: give both or neither"
+                    .into(),
+            );
+        }
+        let retry_interval = match (self.retry_interval, self.retry_interval_ms) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "give directory.retry_interval or the older directory.retry_interval_ms, not both"
+                        .into(),
+                );
+            }
+            (Some(text), None) => {
+                parse_timeout(&text).map_err(|e| format!("directory.retry_interval: {e}"))?
+            }
+            (None, Some(ms)) => Duration::from_millis(ms),
+            (None, None) => DEFAULT_RETRY_INTERVAL,
+        };
+        let (shortest, longest) = RETRY_INTERVAL_RANGE;
+        if retry_interval < shortest || retry_interval > longest {
+            return Err(format!(
+                "directory.retry_interval must be from {} ms to {} s",
+                shortest.as_millis(),
+                longest.as_secs()
+            ));
+        }
+        let retry_count = self.retry_count.unwrap_or(DEFAULT_RETRY_COUNT);
+        if retry_count > MAX_RETRY_COUNT {
+            return Err(format!(
+                "directory.retry_count {retry_count} is more than {MAX_RETRY_COUNT}"
+            ));
+        }
+        Ok(DirectoryConfig {
+            url: self.url,
+            ca_file: self.ca_file.map(|p| base.join(p)),
+            base_dn: self.base_dn,
+            netbios_domain: self.netbios_domain,
+            bind_dn: self.bind_dn,
+            bind_password: self.bind_password.map(Secret::new),
+            users_container: self.users_container,
+            mail_group: self.mail_group.unwrap_or_else(|| "IMSUsers".into()),
+            retry_interval,
+            retry_count,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -518,7 +609,11 @@ impl Config {
             tls,
             limits,
             quota: QuotaConfig { default_limit },
-            directory: raw.directory,
+            directory: raw
+                .directory
+                .map(|d| d.check(base))
+                .transpose()
+                .map_err(invalid)?,
         })
     }
 }
@@ -746,8 +841,8 @@ default_limit = "100MB"
 # bind_password = "..."
 # users_container = "CN=Users,DC=example,DC=jp"
 # mail_group = "IMSUsers"
-# retry_interval_ms = 1000
-# retry_count = 10
+# retry_interval = "1s"     # R24: an unreachable directory is tried again after this…
+# retry_count = 10          # …this many times, then the login fails as temporary
 "#;
 
 #[cfg(test)]
@@ -880,5 +975,71 @@ mod tests {
             err.contains("limits.per_address_max must be at least 1"),
             "{err}"
         );
+    }
+
+    fn directory(extra: &str) -> Result<DirectoryConfig, ConfigError> {
+        let text = format!(
+            "[directory]\nurl = \"ldaps://dc1.example.jp\"\nbase_dn = \"DC=example,DC=jp\"\n\
+             netbios_domain = \"EXAMPLE\"\nbind_dn = \"CN=svc\"\nbind_password = \"hunter2-secret\"\n{extra}"
+        );
+        Config::parse(&text, Path::new("/etc/dirmail/dirmail.toml"))
+            .map(|c| c.directory.expect("a [directory] section"))
+    }
+
+    #[test]
+    fn directory_retry_takes_a_unit_or_the_old_milliseconds() {
+        let d = directory("").unwrap();
+        assert_eq!(d.retry_interval, DEFAULT_RETRY_INTERVAL);
+        assert_eq!(d.retry_count, DEFAULT_RETRY_COUNT);
+        assert_eq!(d.mail_group, "IMSUsers");
+        let d = directory("retry_interval = \"250ms\"\nretry_count = 3").unwrap();
+        assert_eq!(d.retry_interval, Duration::from_millis(250));
+        assert_eq!(d.retry_count, 3);
+        let d = directory("retry_interval_ms = 200").unwrap();
+        assert_eq!(d.retry_interval, Duration::from_millis(200));
+        let d = directory("ca_file = \"ad-ca.pem\"").unwrap();
+        assert_eq!(d.ca_file.unwrap(), Path::new("/etc/dirmail/ad-ca.pem"));
+    }
+
+    #[test]
+    fn directory_values_out_of_bounds_are_named() {
+        for (extra, words) in [
+            (
+                "retry_interval = \"1s\"\nretry_interval_ms = 1000",
+                "not both",
+            ),
+            (
+                "retry_interval = \"1ms\"",
+                "directory.retry_interval must be",
+            ),
+            (
+                "retry_interval = \"2m\"",
+                "directory.retry_interval must be",
+            ),
+            ("retry_interval = \"soon\"", "directory.retry_interval"),
+            ("retry_count = 1000", "directory.retry_count"),
+            ("retry_count = -1", "retry_count"),
+            ("colour = \"blue\"", "colour"),
+        ] {
+            let error = directory(extra).expect_err(extra).to_string();
+            assert!(error.contains(words), "{extra:?}: {error}");
+            assert!(error.contains("dirmail.toml"), "{extra:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn directory_password_never_printed() {
+        let d = directory("").unwrap();
+        assert_eq!(
+            d.bind_password.as_ref().map(Secret::expose),
+            Some("hunter2-secret")
+        );
+        let shown = format!("{d:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let raw: RawConfig = toml::from_str(
+            "[directory]\nurl = \"ldaps://dc\"\nbase_dn = \"DC=x\"\nnetbios_domain = \"X\"\nbind_password = \"hunter2-secret\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{raw:?}").contains("hunter2"));
     }
 }

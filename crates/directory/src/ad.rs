@@ -3,7 +3,7 @@
 //! Lookups run as the service account (`bind_dn`); a password is checked by binding as the user.
 //! Every connection is encrypted (R21): `ldaps://`, or `ldap://` with StartTLS, and the DC's
 //! certificate is verified against `ca_file` (or the system roots). A DC that cannot be reached
-//! is retried every `retry_interval_ms`, at most `retry_count` times (R24), and then reported as
+//! is retried every `retry_interval`, at most `retry_count` times (R24), and then reported as
 //! [`AdError::Unavailable`] — never as a wrong password.
 //!
 //! Connections are kept between operations in two pools: one bound as the service account for
@@ -188,7 +188,9 @@ impl AdDirectory {
     }
 
     fn attempt_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.retry_interval_ms.clamp(1000, 10_000))
+        self.config
+            .retry_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
 
     fn connect(&self) -> Result<LdapConn, LdapError> {
@@ -199,7 +201,7 @@ impl AdDirectory {
         LdapConn::with_settings(settings, &self.config.url)
     }
 
-    /// R24: runs `op` bound as the service account, retrying every `retry_interval_ms` at
+    /// R24: runs `op` bound as the service account, retrying every `retry_interval` at
     /// most `retry_count` times while the directory cannot be reached. An answer from the
     /// directory (even a refusal) is not retried.
     pub fn r24_with_retries<T>(
@@ -244,7 +246,7 @@ impl AdDirectory {
         let mut last = String::new();
         for attempt in 0..=self.config.retry_count {
             if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(self.config.retry_interval_ms));
+                std::thread::sleep(self.config.retry_interval);
             }
             let result = self.connect().and_then(|mut ldap| {
                 if purpose == Purpose::Lookup {
@@ -285,7 +287,12 @@ impl AdDirectory {
     /// Binds as the service account; every lookup starts here.
     fn service_bind(&self, ldap: &mut LdapConn) -> Result<(), LdapError> {
         let dn = self.config.bind_dn.as_deref().unwrap_or_default();
-        let password = self.config.bind_password.as_deref().unwrap_or_default();
+        let password = self
+            .config
+            .bind_password
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default();
         ldap.with_timeout(self.attempt_timeout())
             .simple_bind(dn, password)?
             .success()?;
