@@ -75,7 +75,43 @@ pub fn r10_domain_name(input: &str) -> Result<DomainName, NameError> {
     for label in &labels {
         check_label(shown, label)?;
     }
+    // RFC 3696 §2: a top-level domain is never all digits, so `127.0.0.1` is an address
+    // written as a name, which mail must reach as a literal (`[127.0.0.1]`), never as a domain.
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(refuse(
+            "R10",
+            format!(
+                "{shown:?} is an IP address, not a domain name (the last label cannot be all digits)"
+            ),
+        ));
+    }
+    if !shown.is_ascii() {
+        check_scripts(shown, &ascii)?;
+    }
     Ok(DomainName(ascii))
+}
+
+/// UTS #39 "highly restrictive": each label of an internationalised name keeps to one script,
+/// or to one of the mixes a language writes (Japanese, Chinese, Korean with Latin), so a name
+/// that borrows a look-alike letter from another script (a Cyrillic `а` in `exаmple`) cannot
+/// pass for the domain it imitates.
+fn check_scripts(shown: &str, ascii: &str) -> Result<(), NameError> {
+    use unicode_security::{RestrictionLevel, RestrictionLevelDetection};
+    let (unicode, _) = idna::domain_to_unicode(ascii);
+    for label in unicode.split('.').filter(|l| !l.is_ascii()) {
+        if !label.check_restriction_level(RestrictionLevel::HighlyRestrictive) {
+            return Err(refuse(
+                "R10",
+                format!(
+                    "the label {label:?} of {shown:?} mixes scripts in a way no language writes (a look-alike of another name); write each label in one script"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_label(shown: &str, label: &str) -> Result<(), NameError> {
@@ -169,6 +205,14 @@ pub fn r11_mailbox_name(input: &str, max_len: usize) -> Result<MailboxName, Name
         return Err(refuse(
             "R11",
             format!("the mailbox name {input:?} starts or ends with ."),
+        ));
+    }
+    // A name such as `-rf` would read as an option to every tool that is handed the mailbox's
+    // directory or address on a command line.
+    if input.starts_with('-') {
+        return Err(refuse(
+            "R11",
+            format!("the mailbox name {input:?} starts with -"),
         ));
     }
     if input.contains("..") {
@@ -276,6 +320,44 @@ mod tests {
     }
 
     #[test]
+    fn address_literals_and_look_alikes_are_not_domains() {
+        for bad in ["127.0.0.1", "10.1.2.3", "example.123", "::1", "[127.0.0.1]"] {
+            assert_eq!(DomainName::parse(bad).unwrap_err().rule, "R10", "{bad}");
+        }
+        // A digit-only label inside the name is fine; only the top-level one is refused.
+        assert!(DomainName::parse("123.example.jp").is_ok());
+        assert!(DomainName::parse("mail.3com.jp").is_ok());
+        // One script per label, or the mixes a language writes (Japanese, Chinese with Latin).
+        assert!(DomainName::parse("日本語.jp").is_ok());
+        assert!(DomainName::parse("ひらがなカタカナ漢字.jp").is_ok());
+        assert!(DomainName::parse("пример.рф").is_ok());
+        assert!(DomainName::parse("bücher.example").is_ok());
+        // A Cyrillic "а" in a Latin word, a Greek "ο" in a Latin word: refused.
+        for bad in [
+            "ex\u{0430}mple.jp",
+            "g\u{03bf}\u{03bf}gle.com",
+            "paypa\u{04cf}.com",
+        ] {
+            let err = DomainName::parse(bad).unwrap_err();
+            assert_eq!(err.rule, "R10", "{bad}");
+            assert!(err.reason.contains("scripts"), "{bad}: {}", err.reason);
+        }
+    }
+
+    #[test]
+    fn mailbox_names_cannot_look_like_options() {
+        for bad in ["-rf", "-", "--help"] {
+            assert_eq!(
+                MailboxName::parse(bad, 64).unwrap_err().rule,
+                "R11",
+                "{bad}"
+            );
+        }
+        assert!(MailboxName::parse("a-b", 64).is_ok());
+        assert!(MailboxName::parse("ab-", 64).is_ok());
+    }
+
+    #[test]
     fn mailbox_edges() {
         assert!(MailboxName::parse(&"a".repeat(20), 20).is_ok());
         assert!(MailboxName::parse(&"a".repeat(21), 20).is_err());
@@ -305,15 +387,18 @@ mod tests {
 
     proptest! {
         #[test]
-        fn valid_domains_round_trip(labels in proptest::collection::vec(label(), 2..5)) {
-            let name = labels.join(".");
+        fn valid_domains_round_trip(
+            labels in proptest::collection::vec(label(), 1..4),
+            tld in "[a-z]([a-z0-9-]{0,8}[a-z0-9])?",
+        ) {
+            let name = format!("{}.{tld}", labels.join("."));
             let parsed = DomainName::parse(&name).unwrap();
             prop_assert_eq!(parsed.as_str(), name.as_str());
             prop_assert_eq!(DomainName::parse(parsed.as_str()).unwrap(), parsed);
         }
 
         #[test]
-        fn valid_mailboxes_round_trip(name in "[A-Za-z0-9-]{1,5}(\\.[A-Za-z0-9-]{1,5}){0,2}") {
+        fn valid_mailboxes_round_trip(name in "[A-Za-z0-9][A-Za-z0-9-]{0,4}(\\.[A-Za-z0-9-]{1,5}){0,2}") {
             let parsed = MailboxName::parse(&name, 20).unwrap();
             prop_assert_eq!(parsed.as_str(), name.to_ascii_lowercase());
             prop_assert_eq!(MailboxName::parse(parsed.as_str(), 20).unwrap(), parsed);

@@ -319,5 +319,38 @@ pub fn password_arg(text: String, what: &str) -> Result<dirmail_proto::names::Se
             "{what} is longer than 1024 bytes"
         )));
     }
+    // A NUL ends the string in the C side of every client library, and CR or LF end the line
+    // of every mail protocol: a password holding one could be stored but never typed.
+    if text.chars().any(char::is_control) {
+        return Err(AdminError::Usage(format!(
+            "{what} contains a control character (such as NUL, a tab or a line break), which no mail client can send"
+        )));
+    }
     Ok(dirmail_proto::names::Secret::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_with_control_characters_are_refused() {
+        for bad in [
+            "a\0b",
+            "line\nbreak",
+            "tab\there",
+            "cr\r",
+            "\u{7f}del",
+            "\u{85}nel",
+        ] {
+            let error = password_arg(bad.into(), "the mail secret").unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+            assert!(
+                !error.to_string().contains(bad),
+                "the value is never echoed"
+            );
+        }
+        assert!(password_arg("ordinary päss wörd!".into(), "the password").is_ok());
+        assert!(password_arg(String::new(), "the password").is_err());
+    }
 }
