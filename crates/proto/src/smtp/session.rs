@@ -479,8 +479,9 @@ impl Session {
         self.tls || self.config.plaintext_auth_without_tls
     }
 
-    /// R16: may this client send to addresses outside the local domains?
-    fn relay_permitted(&self) -> bool {
+    /// R16: may this client send to addresses outside the local domains (where every routed
+    /// path counts)? Only when it has authenticated, or its address is in the relay allow list.
+    fn r16_relay_permitted(&self) -> bool {
         self.auth.is_some()
             || self
                 .config
@@ -603,7 +604,7 @@ impl Session {
         match path {
             // R16: a routed path is decided here, without asking the driver.
             ForwardPath::Routed { raw, .. } => {
-                if !self.relay_permitted() {
+                if !self.r16_relay_permitted() {
                     self.refuse(Reply::relay_denied(&raw));
                 } else if !well_formed {
                     self.refuse(Reply::bad_recipient_syntax());
@@ -636,7 +637,7 @@ impl Session {
             Response::NotLocal => RecipientLookup::NotLocal,
             _ => RecipientLookup::TempFail,
         };
-        let permitted = self.relay_permitted();
+        let permitted = self.r16_relay_permitted();
         let Some(tx) = &mut self.tx else {
             return self.refuse(Reply::bad_sequence("Need MAIL command first"));
         };
