@@ -492,13 +492,9 @@ impl Config {
             key_file: raw.tls.key_file.map(|p| base.join(p)),
             plaintext_auth: raw.tls.plaintext_auth.unwrap_or(PlaintextAuth::Tls),
         };
-        if let Some(dir) = &raw.directory
-            && !(dir.url.starts_with("ldaps://") || dir.url.starts_with("ldap://"))
-        {
-            return Err(invalid(format!(
-                "directory.url {:?} must start with ldaps:// or ldap:// (always with StartTLS), so no password crosses the network in clear (R21)",
-                dir.url
-            )));
+        if let Some(dir) = &raw.directory {
+            // R21 is refused here, at start, before anything could bind.
+            dirmail_rules::r21_encrypted_transport(&dir.url).map_err(|r| invalid(r.message))?;
         }
         Ok(Config {
             source,

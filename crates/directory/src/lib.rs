@@ -132,7 +132,7 @@ impl<'a> Directory<'a> {
             Directory::Local(db) => db.create(
                 address.name.as_str(),
                 password,
-                dirmail_store::rules::r7_groups_of_created_accounts(),
+                dirmail_rules::r7_groups_of_created_accounts(),
             )?,
             Directory::PasswdFile(file) => file.write(address, password)?,
             Directory::Ad(ad) => {
