@@ -29,7 +29,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: Limits,
     pub quota: QuotaConfig,
-    /// `[directory]`: Active Directory (SPEC §9). Present only when configured.
+    /// `[directory]`: Active Directory (docs/spec.md §9). Present only when configured.
     pub directory: Option<DirectoryConfig>,
 }
 
@@ -141,7 +141,7 @@ pub struct QuotaConfig {
     pub default_limit: u64,
 }
 
-/// SPEC §9, with exactly the keys it names.
+/// docs/spec.md §9, with exactly the keys it names.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
@@ -732,7 +732,7 @@ imap_idle_timeout = "30m"
 # The limit `dirmail createquotafile` gives a mailbox.
 default_limit = "100MB"
 
-# Active Directory (SPEC §9). Needed for `set authentication ad` and `migratetoad`.
+# Active Directory (docs/spec.md §9). Needed for `set authentication ad` and `migratetoad`.
 # [directory]
 # url = "ldaps://dc1.example.jp"
 # ca_file = "/etc/dirmail/ad-ca.pem"

@@ -1,4 +1,4 @@
-//! `ad`: Active Directory over LDAP (SPEC §9), with ldap3 and rustls.
+//! `ad`: Active Directory over LDAP (docs/spec.md §9), with ldap3 and rustls.
 //!
 //! Lookups run as the service account (`bind_dn`); a password is checked by binding as the user.
 //! Every connection is encrypted (R21): `ldaps://`, or `ldap://` with StartTLS, and the DC's
@@ -83,7 +83,7 @@ pub struct AdUser {
 pub enum Lookup {
     Found(AdUser),
     NotFound,
-    /// More than one object matched: the login is refused (SPEC §9).
+    /// More than one object matched: the login is refused (docs/spec.md §9).
     Ambiguous,
 }
 

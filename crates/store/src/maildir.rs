@@ -1,5 +1,5 @@
-//! The mail root: where each mailbox's Maildir lives (SPEC §3), creating and removing them, and
-//! counting what they hold. Delivery arrives with the SMTP issue.
+//! The mail root: where each mailbox's Maildir lives (docs/spec.md §3), creating and removing them,
+//! and counting what they hold. Delivery arrives with the SMTP issue.
 
 use std::fs;
 use std::path::{Path, PathBuf};

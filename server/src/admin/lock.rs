@@ -1,4 +1,4 @@
-//! `lock` / `unlock DOMAIN | NAME@DOMAIN` (SPEC §5.1). A locked mailbox still receives mail
+//! `lock` / `unlock DOMAIN | NAME@DOMAIN` (docs/spec.md §5.1). A locked mailbox still receives mail
 //! (R13); a locked domain locks retrieval for all its mailboxes (R14).
 
 use serde_json::json;

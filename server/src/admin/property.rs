@@ -1,5 +1,6 @@
-//! `get PROPERTY` / `set PROPERTY VALUE` (SPEC §5.3). Each property has one home: administrative
-//! state in the store, deployment settings in `dirmail.toml` (edited in place, comments kept).
+//! `get PROPERTY` / `set PROPERTY VALUE` (docs/spec.md §5.3). Each property has one home:
+//! administrative state in the store, deployment settings in `dirmail.toml` (edited in place,
+//! comments kept).
 
 use std::path::Path;
 

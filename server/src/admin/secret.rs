@@ -1,6 +1,6 @@
-//! `secret set NAME@DOMAIN [SECRET]` and `secret delete NAME@DOMAIN` (SPEC §10): the separate
-//! mail secret that APOP and CRAM-MD5 need, since no directory gives out passwords. Read from
-//! standard input when not given, so it stays out of the process list.
+//! `secret set NAME@DOMAIN [SECRET]` and `secret delete NAME@DOMAIN` (docs/spec.md §10): the
+//! separate mail secret that APOP and CRAM-MD5 need, since no directory gives out passwords. Read
+//! from standard input when not given, so it stays out of the process list.
 
 use std::io::BufRead;
 

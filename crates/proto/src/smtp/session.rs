@@ -1,4 +1,5 @@
-//! The SMTP session core (SPEC §6): bytes in, [`Event`]s out, no socket, clock or directory.
+//! The SMTP session core (docs/spec.md §6): bytes in, [`Event`]s out, no socket, clock or
+//! directory.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -38,7 +39,7 @@ pub struct Config {
     pub starttls_available: bool,
     /// Offer AUTH before TLS (only for test rigs or trusted networks).
     pub plaintext_auth_without_tls: bool,
-    /// Offer CRAM-MD5: some accounts have a readable mail secret (SPEC §10).
+    /// Offer CRAM-MD5: some accounts have a readable mail secret (docs/spec.md §10).
     pub offer_cram_md5: bool,
     /// The CRAM-MD5 challenge `<random.timestamp@hostname>`, made unique by the driver.
     pub cram_challenge: String,
