@@ -224,7 +224,8 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
             }
             if method == AuthMethod::Ad {
                 // R22 (R2 with its way through) first: it holds whatever the directory.
-                r22_switch_to_ad_allowed(store::domain_count(tx)?, store::mailboxes_not_ad_linked(tx)?)?;
+                let waiting = store::mailboxes_not_ad_linked(tx)?;
+                r22_switch_to_ad_allowed(store::domain_count(tx)?, waiting)?;
                 let Some(ad) = ad else {
                     return Err(AdminError::state(
                         "set authentication ad needs [directory] configured in dirmail.toml (the Active Directory to use).",

@@ -1,5 +1,5 @@
-//! `createquotafile NAME@DOMAIN [--user NAME]` and `quota NAME@DOMAIN LIMIT|none` (docs/spec.md
-//! §5.2).
+//! `createquotafile NAME@DOMAIN [--user NAME]` and `quota NAME@DOMAIN LIMIT|none`
+//! (docs/spec.md §5.2).
 
 use serde_json::json;
 
