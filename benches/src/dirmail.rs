@@ -80,7 +80,7 @@ impl Store {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Where a mailbox's Maildir is (the per-domain layout, SPEC §3).
+    /// Where a mailbox's Maildir is (the per-domain layout, docs/spec.md §3).
     pub fn maildir(&self, address: &str) -> PathBuf {
         let (name, domain) = address.split_once('@').unwrap_or((address, ""));
         self.dir.join("dirmail-data/mail").join(domain).join(name)

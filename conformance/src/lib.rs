@@ -1,5 +1,5 @@
 //! The conformance runner: replays the scenarios of `fixtures/scenarios/` against the real
-//! `dirmail` binary, as an administrator would, and reports which SPEC.md rules hold.
+//! `dirmail` binary, as an administrator would, and reports which docs/spec.md rules hold.
 //!
 //! It talks to the server only as its users do, through its command line and over the wire
 //! (and through real mail clients); it never imports server internals, so it checks what users

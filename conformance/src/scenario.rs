@@ -24,7 +24,7 @@ pub struct Scenario {
     /// The file it came from, for messages.
     pub path: PathBuf,
     pub title: String,
-    /// SPEC.md rules covered, each `R<number>` or a section `§<n>[.<n>…]`.
+    /// docs/spec.md rules covered, each `R<number>` or a section `§<n>[.<n>…]`.
     pub rules: Vec<String>,
     /// The seed passage the scenario replays.
     pub seed: String,
@@ -248,7 +248,9 @@ impl Scenario {
         let title = non_empty("title", raw.title)?;
         let seed = non_empty("seed", raw.seed)?;
         if raw.rules.is_empty() {
-            return Err("`rules` must name at least one SPEC rule, e.g. [\"R3\"]".into());
+            return Err(
+                "`rules` must name at least one rule of docs/spec.md, e.g. [\"R3\"]".into(),
+            );
         }
         for rule in &raw.rules {
             check_rule(rule)?;
@@ -360,7 +362,7 @@ fn non_empty(key: &str, value: String) -> Result<String, String> {
 }
 
 /// A numbered rule, `R` then a number without leading zeros (`R3`, `R27`), or, for behaviour
-/// SPEC.md states without a number, its section (`§5`, `§5.3`).
+/// docs/spec.md states without a number, its section (`§5`, `§5.3`).
 fn check_rule(rule: &str) -> Result<(), String> {
     let number =
         |n: &str| !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
@@ -373,7 +375,7 @@ fn check_rule(rule: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "rule `{rule}` is neither R<number> (R3) nor a SPEC section (§5.3)"
+            "rule `{rule}` is neither R<number> (R3) nor a section of docs/spec.md (§5.3)"
         ))
     }
 }

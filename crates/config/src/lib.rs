@@ -31,7 +31,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: Limits,
     pub quota: QuotaConfig,
-    /// `[directory]`: Active Directory (SPEC §9). Present only when configured.
+    /// `[directory]`: Active Directory (docs/spec.md §9). Present only when configured.
     pub directory: Option<DirectoryConfig>,
 }
 
@@ -143,8 +143,8 @@ pub struct QuotaConfig {
     pub default_limit: u64,
 }
 
-/// `[directory]`: Active Directory (spec §9), typed and bounded once at load. The service
-/// account's password is a [`Secret`], so no `Debug` of the configuration can print it.
+/// `[directory]`: Active Directory (docs/spec.md §9), typed and bounded once at load. The
+/// service account's password is a [`Secret`], so no `Debug` of the configuration can print it.
 #[derive(Debug, Clone)]
 pub struct DirectoryConfig {
     pub url: String,
@@ -583,13 +583,9 @@ impl Config {
             key_file: raw.tls.key_file.map(|p| base.join(p)),
             plaintext_auth: raw.tls.plaintext_auth.unwrap_or(PlaintextAuth::Tls),
         };
-        if let Some(dir) = &raw.directory
-            && !(dir.url.starts_with("ldaps://") || dir.url.starts_with("ldap://"))
-        {
-            return Err(invalid(format!(
-                "directory.url {:?} must start with ldaps:// or ldap:// (always with StartTLS), so no password crosses the network in clear (R21)",
-                dir.url
-            )));
+        if let Some(dir) = &raw.directory {
+            // R21 is refused here, at start, before anything could bind.
+            dirmail_rules::r21_encrypted_transport(&dir.url).map_err(|r| invalid(r.message))?;
         }
         Ok(Config {
             source,
@@ -831,7 +827,7 @@ imap_idle_timeout = "30m"
 # The limit `dirmail createquotafile` gives a mailbox.
 default_limit = "100MB"
 
-# Active Directory (SPEC §9). Needed for `set authentication ad` and `migratetoad`.
+# Active Directory (docs/spec.md §9). Needed for `set authentication ad` and `migratetoad`.
 # [directory]
 # url = "ldaps://dc1.example.jp"
 # ca_file = "/etc/dirmail/ad-ca.pem"

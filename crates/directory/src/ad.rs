@@ -1,4 +1,4 @@
-//! `ad`: Active Directory over LDAP (SPEC §9), with ldap3 and rustls.
+//! `ad`: Active Directory over LDAP (docs/spec.md §9), with ldap3 and rustls.
 //!
 //! Lookups run as the service account (`bind_dn`); a password is checked by binding as the user.
 //! Every connection is encrypted (R21): `ldaps://`, or `ldap://` with StartTLS, and the DC's
@@ -21,6 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use super::ldap_pool::LdapPool;
 use dirmail_config::DirectoryConfig;
 use dirmail_proto::names::{Address, Secret};
+use dirmail_rules::r21_encrypted_transport;
 
 /// `userAccountControl`: a normal account; with 0x2 it is disabled.
 const UAC_NORMAL_ACCOUNT: u32 = 0x200;
@@ -82,7 +83,7 @@ pub struct AdUser {
 pub enum Lookup {
     Found(AdUser),
     NotFound,
-    /// More than one object matched: the login is refused (SPEC §9).
+    /// More than one object matched: the login is refused (docs/spec.md §9).
     Ambiguous,
 }
 
@@ -120,26 +121,11 @@ impl std::fmt::Debug for AdDirectory {
     }
 }
 
-/// R21: a password never crosses an unencrypted connection. `ldaps://` is TLS from the first
-/// byte; `ldap://` is always upgraded with StartTLS before any bind; anything else (`ldapi://`,
-/// a typo) is refused. Returns whether StartTLS is needed.
-pub fn r21_encrypted_transport(url: &str) -> Result<bool, AdError> {
-    let lower = url.to_ascii_lowercase();
-    if lower.starts_with("ldaps://") {
-        Ok(false)
-    } else if lower.starts_with("ldap://") {
-        Ok(true)
-    } else {
-        Err(AdError::Config(format!(
-            "directory.url {url:?} must be ldaps://… or ldap://… (which always uses StartTLS), so no password crosses the network in clear (R21)"
-        )))
-    }
-}
-
 impl AdDirectory {
     /// Checks the settings (R21, the CA, the service account) without contacting the DC.
     pub fn new(config: &DirectoryConfig) -> Result<AdDirectory, AdError> {
-        let starttls = r21_encrypted_transport(&config.url)?;
+        let starttls =
+            r21_encrypted_transport(&config.url).map_err(|r| AdError::Config(r.message))?;
         if config.bind_dn.is_none() || config.bind_password.is_none() {
             return Err(AdError::Config(
                 "directory.bind_dn and directory.bind_password (a service account) are needed to look users up".into(),
@@ -208,7 +194,7 @@ impl AdDirectory {
         &self,
         op: impl FnMut(&mut LdapConn) -> Result<T, LdapError>,
     ) -> Result<T, AdError> {
-        self.r24_on(Purpose::Lookup, op)
+        self.with_retries_on(Purpose::Lookup, op)
     }
 
     fn pool(&self, purpose: Purpose) -> &LdapPool {
@@ -219,7 +205,7 @@ impl AdDirectory {
     }
 
     /// Runs `op` on a kept connection when there is one, else on new ones under R24.
-    fn r24_on<T>(
+    fn with_retries_on<T>(
         &self,
         purpose: Purpose,
         mut op: impl FnMut(&mut LdapConn) -> Result<T, LdapError>,
@@ -360,9 +346,9 @@ impl AdDirectory {
         Ok(found)
     }
 
-    /// R23: `set authentication ad` creates the mail group (a domain-local security group) in
-    /// the users container when it is missing. Returns true when it made it.
-    pub fn r23_ensure_mail_group(&self) -> Result<bool, AdError> {
+    /// `set authentication ad` creates the mail group (a domain-local security group) in the
+    /// users container when it is missing (R23). Returns true when it made it.
+    pub fn ensure_mail_group(&self) -> Result<bool, AdError> {
         self.r24_with_retries(|ldap| {
             if self.mail_group_dn(ldap)?.is_some() {
                 return Ok(false);
@@ -409,7 +395,7 @@ impl AdDirectory {
             // An empty password would be an unauthenticated bind, which "succeeds".
             return Ok(BindVerdict::BadPassword);
         }
-        self.r24_on(Purpose::UserBind, |ldap| {
+        self.with_retries_on(Purpose::UserBind, |ldap| {
             let result = ldap
                 .with_timeout(self.attempt_timeout())
                 .simple_bind(&user.dn, password.expose())?;
@@ -419,14 +405,7 @@ impl AdDirectory {
             if result.rc != 49 {
                 return Err(LdapError::LdapResult { result });
             }
-            Ok(match data_subcode(&result.text) {
-                Some(DATA_ACCOUNT_DISABLED) => BindVerdict::Disabled,
-                Some(DATA_LOCKED_OUT) => BindVerdict::LockedOut,
-                Some(DATA_PASSWORD_EXPIRED) => BindVerdict::PasswordExpired,
-                Some(DATA_MUST_CHANGE) => BindVerdict::MustChangePassword,
-                Some(DATA_ACCOUNT_EXPIRED) => BindVerdict::AccountExpired,
-                Some(DATA_WRONG_PASSWORD) | Some(_) | None => BindVerdict::BadPassword,
-            })
+            Ok(r27_bind_refusal(data_subcode(&result.text)))
         })
     }
 
@@ -551,12 +530,7 @@ impl AdDirectory {
                 sam_account_name: sam,
                 disabled: false,
             }),
-            Err(AdError::Failed(text)) if is_policy_refusal(&text) => Err(AdError::Refused {
-                message: format!(
-                    "Active Directory refused the password: it does not meet the domain's password policy (length, complexity or history). Nothing was created. ({text})"
-                ),
-            }),
-            Err(e) => Err(e),
+            Err(e) => Err(r25_password_policy(e, "Nothing was created.")),
         }
     }
 
@@ -575,9 +549,9 @@ impl AdDirectory {
             .map(|e| SearchEntry::construct(e).dn))
     }
 
-    /// R26: the security group named after a domain, made by `add DOMAIN` under the shared
-    /// layout. Returns true when it made it.
-    pub fn r26_ensure_domain_group(&self, name: &str) -> Result<bool, AdError> {
+    /// The security group named after a domain, made by `add DOMAIN` under the shared layout
+    /// (R26). Returns true when it made it.
+    pub fn ensure_domain_group(&self, name: &str) -> Result<bool, AdError> {
         self.r24_with_retries(|ldap| {
             if self.group_dn(ldap, name)?.is_some() {
                 return Ok(false);
@@ -655,14 +629,7 @@ impl AdDirectory {
                 .success()?;
             Ok(())
         });
-        match result {
-            Err(AdError::Failed(text)) if is_policy_refusal(&text) => Err(AdError::Refused {
-                message: format!(
-                    "Active Directory refused the password: it does not meet the domain's password policy (length, complexity or history). The old password still applies. ({text})"
-                ),
-            }),
-            other => other,
-        }
+        result.map_err(|e| r25_password_policy(e, "The old password still applies."))
     }
 
     /// `delete NAME@DOMAIN --delete-user`.
@@ -765,6 +732,34 @@ fn answer_error(e: LdapError) -> AdError {
     }
 }
 
+/// R25: when AD refuses a password for its policy (length, complexity, history), the command
+/// fails with a refusal that says so in words and what was left as it was (`kept`: the callers
+/// undo or never make anything half-made). Any other error stays as it is.
+fn r25_password_policy(error: AdError, kept: &str) -> AdError {
+    match error {
+        AdError::Failed(text) if is_policy_refusal(&text) => AdError::Refused {
+            message: format!(
+                "Active Directory refused the password: it does not meet the domain's password policy (length, complexity or history). {kept} ({text})"
+            ),
+        },
+        other => other,
+    }
+}
+
+/// R27: why AD refused a user's bind (LDAP result 49), from the `data` sub-code of its text,
+/// so the log tells the reasons apart. Disabled, expired and locked-out accounts cannot log in;
+/// an unknown sub-code counts as a wrong password.
+fn r27_bind_refusal(subcode: Option<u32>) -> BindVerdict {
+    match subcode {
+        Some(DATA_ACCOUNT_DISABLED) => BindVerdict::Disabled,
+        Some(DATA_LOCKED_OUT) => BindVerdict::LockedOut,
+        Some(DATA_PASSWORD_EXPIRED) => BindVerdict::PasswordExpired,
+        Some(DATA_MUST_CHANGE) => BindVerdict::MustChangePassword,
+        Some(DATA_ACCOUNT_EXPIRED) => BindVerdict::AccountExpired,
+        Some(DATA_WRONG_PASSWORD) | Some(_) | None => BindVerdict::BadPassword,
+    }
+}
+
 /// AD's answers to a password that breaks the policy: constraint violation (19) or unwilling
 /// to perform (53), with `0000052D` in the text.
 fn is_policy_refusal(text: &str) -> bool {
@@ -777,24 +772,63 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn r21_refuses_unencrypted_urls() {
-        assert_eq!(
-            r21_encrypted_transport("ldaps://dc.example.jp").ok(),
-            Some(false)
-        );
-        assert_eq!(
-            r21_encrypted_transport("LDAP://dc.example.jp").ok(),
-            Some(true)
-        );
-        assert!(r21_encrypted_transport("ldapi:///var/run/ldapi").is_err());
-        assert!(r21_encrypted_transport("dc.example.jp").is_err());
-    }
-
-    #[test]
     fn bind_subcodes() {
         let text = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 775, v1db1";
         assert_eq!(data_subcode(text), Some(DATA_LOCKED_OUT));
         assert_eq!(data_subcode("no data here"), None);
+    }
+
+    #[test]
+    fn r27_reasons_told_apart() {
+        assert_eq!(
+            r27_bind_refusal(Some(DATA_ACCOUNT_DISABLED)),
+            BindVerdict::Disabled
+        );
+        assert_eq!(
+            r27_bind_refusal(Some(DATA_LOCKED_OUT)),
+            BindVerdict::LockedOut
+        );
+        assert_eq!(
+            r27_bind_refusal(Some(DATA_PASSWORD_EXPIRED)),
+            BindVerdict::PasswordExpired
+        );
+        assert_eq!(
+            r27_bind_refusal(Some(DATA_MUST_CHANGE)),
+            BindVerdict::MustChangePassword
+        );
+        assert_eq!(
+            r27_bind_refusal(Some(DATA_ACCOUNT_EXPIRED)),
+            BindVerdict::AccountExpired
+        );
+        assert_eq!(
+            r27_bind_refusal(Some(DATA_WRONG_PASSWORD)),
+            BindVerdict::BadPassword
+        );
+        assert_eq!(r27_bind_refusal(Some(0x1234)), BindVerdict::BadPassword);
+        assert_eq!(r27_bind_refusal(None), BindVerdict::BadPassword);
+    }
+
+    #[test]
+    fn r25_policy_refusals_say_so() {
+        let refused = r25_password_policy(
+            AdError::Failed("result 19: 0000052D: Constraint violation".into()),
+            "Nothing was created.",
+        );
+        match refused {
+            AdError::Refused { message } => {
+                assert!(message.contains("password policy"));
+                assert!(message.contains("Nothing was created."));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r25_password_policy(AdError::Failed("result 32: no such object".into()), "x"),
+            AdError::Failed(_)
+        ));
+        assert!(matches!(
+            r25_password_policy(AdError::Unavailable("down".into()), "x"),
+            AdError::Unavailable(_)
+        ));
     }
 
     /// Strips the escaped value back out of a filter built by `user_filter`.

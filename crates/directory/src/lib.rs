@@ -1,6 +1,6 @@
-//! One enum over the account sources (SPEC §2): the server's own account database (`local`),
-//! the password record in each mailbox's directory (`passwd-file`), and later Active Directory.
-//! Adding a source changes the matches in this file, not the callers.
+//! One enum over the account sources (docs/spec.md §2): the server's own account database
+//! (`local`), the password record in each mailbox's directory (`passwd-file`), and later Active
+//! Directory. Adding a source changes the matches in this file, not the callers.
 
 pub mod ad;
 mod ldap_pool;
@@ -38,7 +38,7 @@ pub enum RefusalReason {
     /// R23: an AD user outside the mail group.
     NotInMailGroup,
     Disabled,
-    /// SPEC §10: a digest login (APOP, CRAM-MD5) for a mailbox without a mail secret.
+    /// docs/spec.md §10: a digest login (APOP, CRAM-MD5) for a mailbox without a mail secret.
     NoMailSecret,
     LockedOut,
     PasswordExpired,
@@ -132,7 +132,7 @@ impl<'a> Directory<'a> {
             Directory::Local(db) => db.create(
                 address.name.as_str(),
                 password,
-                dirmail_store::rules::r7_groups_of_created_accounts(),
+                dirmail_rules::r7_groups_of_created_accounts(),
             )?,
             Directory::PasswdFile(file) => file.write(address, password)?,
             Directory::Ad(ad) => {
@@ -188,7 +188,8 @@ impl<'a> Directory<'a> {
                 let user = match ad.find_user(&address.to_string())? {
                     Lookup::Found(user) => user,
                     Lookup::NotFound => return Ok(Verdict::Refused(RefusalReason::NoAccount)),
-                    // SPEC §9: a search that matches more than one object refuses the login.
+                    // docs/spec.md §9: a search that matches more than one object refuses the
+                    // login.
                     Lookup::Ambiguous => return Ok(Verdict::Refused(RefusalReason::UnknownUser)),
                 };
                 if !ad.r23_in_mail_group(&user.dn)? {

@@ -12,7 +12,7 @@ use super::{AdDirectory, Directory, DirectoryError, Verdict};
 use dirmail_proto::names::{Address, MailboxName, Secret};
 use dirmail_store as store;
 use dirmail_store::MailboxRow;
-use dirmail_store::rules::{r8_resolve_bare_login, r11_max_name_len};
+use dirmail_store::rules::{r8_resolve_bare_login, r13_retrieval_lock};
 
 #[derive(Debug)]
 pub enum LoginOutcome {
@@ -32,7 +32,7 @@ pub fn resolve(
     conn: &Connection,
     login: &str,
 ) -> Result<Result<MailboxRow, RefusalReason>, DirectoryError> {
-    let max = r11_max_name_len(store::auth_method(conn)?);
+    let max = store::auth_method(conn)?.max_name_len();
     let found = if login.contains('@') {
         match Address::parse(login, max) {
             Ok(address) => store::find_mailbox(conn, &address)?,
@@ -42,7 +42,7 @@ pub fn resolve(
         let Ok(name) = MailboxName::parse(login, max) else {
             return Ok(Err(RefusalReason::UnknownUser));
         };
-        match r8_resolve_bare_login(conn, &name)? {
+        match r8_resolve_bare_login(store::mailboxes_named(conn, &name)?) {
             Some(row) => Some(row),
             None if store::mailboxes_named(conn, &name)?.len() > 1 => {
                 return Ok(Err(RefusalReason::AmbiguousBareName));
@@ -76,8 +76,7 @@ pub fn check(
         }
         Verdict::Refused(reason) => return Ok(LoginOutcome::Refused(reason)),
     }
-    if mailbox.retrieval_locked() {
-        let rule = if mailbox.locked { "R13" } else { "R14" };
+    if let Some(rule) = r13_retrieval_lock(mailbox.locked, mailbox.domain_locked) {
         return Ok(LoginOutcome::Locked { mailbox, rule });
     }
     Ok(LoginOutcome::Accepted(mailbox))

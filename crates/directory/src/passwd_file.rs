@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::{RefusalReason, Verdict, password};
 use dirmail_proto::names::{Address, Secret};
-use dirmail_store::rules::r5_password_record;
+use dirmail_rules::password_record;
 use dirmail_store::{StoreError, io_context};
 
 pub struct PasswdFile {
@@ -18,7 +18,7 @@ pub struct PasswdFile {
 impl PasswdFile {
     pub fn new(maildir: PathBuf) -> Self {
         PasswdFile {
-            record: r5_password_record(&maildir),
+            record: password_record(&maildir),
         }
     }
 

@@ -13,7 +13,7 @@ use dirmail_directory::{AuthMethod, RefusalReason};
 use dirmail_proto::auth::Proof;
 use dirmail_proto::names::{Address, DomainName, MailboxName, Secret};
 use dirmail_store as store;
-use dirmail_store::rules::{r11_max_name_len, r12_postmaster, r15_quota_admits};
+use dirmail_store::rules::{r13_retrieval_lock, r15_quota_admits};
 use dirmail_store::{MailboxRow, Store, StoreError, maildir, secrets};
 
 /// Shared by every connection of a running server.
@@ -158,8 +158,7 @@ impl Backend {
                     }
                 }
             }
-            if mailbox.retrieval_locked() {
-                let rule = if mailbox.locked { "R13" } else { "R14" };
+            if let Some(rule) = r13_retrieval_lock(mailbox.locked, mailbox.domain_locked) {
                 return Ok(LoginOutcome::Locked { mailbox, rule });
             }
             Ok(LoginOutcome::Accepted(mailbox))
@@ -205,7 +204,7 @@ impl Backend {
                 }
                 None => return Ok(RecipientVerdict::NotLocal),
             };
-            let address = MailboxName::parse(local_part, r11_max_name_len(method))
+            let address = MailboxName::parse(local_part, method.max_name_len())
                 .ok()
                 .map(|name| Address {
                     name,
@@ -216,12 +215,12 @@ impl Backend {
                 None => None,
             };
             if mailbox.is_none() && local_part.eq_ignore_ascii_case("postmaster") {
-                mailbox = r12_postmaster(conn, &domain_row)?;
+                mailbox = store::postmaster_of(conn, &domain_row)?;
             }
             let Some(mailbox) = mailbox else {
                 return Ok(RecipientVerdict::LocalUnknown);
             };
-            if method == AuthMethod::Ad && !self.r23_gets_mail(&mailbox)? {
+            if method == AuthMethod::Ad && !self.gets_mail(&mailbox)? {
                 return Ok(RecipientVerdict::LocalUnknown);
             }
             let maildir = layout.maildir(&store.mailroot, &mailbox.address);
@@ -260,9 +259,9 @@ impl Backend {
         })
     }
 
-    /// R23: under `ad`, a mailbox receives mail only while its AD user exists and is in the
-    /// mail group. An unreachable directory is an error (R24: `451 4.4.3` at RCPT).
-    fn r23_gets_mail(&self, mailbox: &MailboxRow) -> Result<bool, RecipientError> {
+    /// Under `ad`, a mailbox receives mail only while its AD user exists and is in the mail
+    /// group (R23). An unreachable directory is an error (R24: `451 4.4.3` at RCPT).
+    fn gets_mail(&self, mailbox: &MailboxRow) -> Result<bool, RecipientError> {
         let Some(ad) = &self.ad else {
             return Ok(false);
         };
@@ -308,7 +307,7 @@ impl Backend {
     }
 
     /// R20: takes the mailbox for one POP3 session; `None` when another session holds it.
-    pub fn hold_pop3(self: &Arc<Self>, mailbox_id: i64) -> Option<Pop3Hold> {
+    pub fn r20_hold_pop3(self: &Arc<Self>, mailbox_id: i64) -> Option<Pop3Hold> {
         let mut holders = self.pop3_holders.lock().ok()?;
         if !holders.insert(mailbox_id) {
             return None;

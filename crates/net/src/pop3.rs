@@ -232,7 +232,7 @@ async fn open(shared: &Arc<Shared>, peer: SocketAddr, state: &mut Maildrop) -> R
     let Some(mailbox) = state.mailbox.clone() else {
         return Response::TempFail;
     };
-    let Some(hold) = shared.backend.hold_pop3(mailbox.id) else {
+    let Some(hold) = shared.backend.r20_hold_pop3(mailbox.id) else {
         tracing::info!(%peer, user = %mailbox.address, "pop3 mailbox in use (R20)");
         return Response::InUse;
     };

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-/// Why a name was refused. `rule` is the SPEC rule it broke, `reason` says how, in words.
+/// Why a name was refused. `rule` is the rule of docs/spec.md it broke, `reason` says how, in
+/// words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{rule}: {reason}")]
 pub struct NameError {

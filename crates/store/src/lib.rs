@@ -5,7 +5,6 @@
 
 pub mod folders;
 pub mod maildir;
-pub mod rules;
 pub mod schema;
 pub mod secrets;
 
@@ -18,37 +17,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use dirmail_config::StoreConfig;
 use dirmail_proto::names::{Address, DomainName, MailboxName};
-pub use maildir::Layout;
+/// The numbered rules, reached through the store as before the rules had a crate of their own.
+pub use dirmail_rules as rules;
+pub use dirmail_rules::{AuthMethod, Layout};
 
 pub const DB_FILE: &str = "dirmail.db";
-
-/// The authentication method of a store (seed names: Local Windows accounts, Active Directory
-/// integrated, Encrypted password file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    Local,
-    Ad,
-    PasswdFile,
-}
-
-impl AuthMethod {
-    pub fn parse(s: &str) -> Option<AuthMethod> {
-        match s {
-            "local" => Some(AuthMethod::Local),
-            "ad" => Some(AuthMethod::Ad),
-            "passwd-file" => Some(AuthMethod::PasswdFile),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Local => "local",
-            AuthMethod::Ad => "ad",
-            AuthMethod::PasswdFile => "passwd-file",
-        }
-    }
-}
 
 /// An open store. Cheap to open; the administration tool opens one per command.
 pub struct Store {
@@ -156,7 +129,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(applied) {
         tx.execute_batch(sql)?;
         if index == 0 {
-            crate::rules::r1_initial_settings(&tx)?;
+            let (method, layout) = dirmail_rules::r1_initial_settings();
+            set_setting(&tx, "authentication", method.as_str())?;
+            set_setting(&tx, "mailbox-layout", layout.as_str())?;
+            set_setting(&tx, "sparequired", "0")?;
         }
         tx.pragma_update(None, "user_version", index + 1)?;
     }
@@ -280,13 +256,6 @@ pub struct MailboxRow {
     pub quota_owner: Option<String>,
 }
 
-impl MailboxRow {
-    /// R13/R14: retrieval is refused when the mailbox or its domain is locked.
-    pub fn retrieval_locked(&self) -> bool {
-        self.locked || self.domain_locked
-    }
-}
-
 const MAILBOX_SELECT: &str =
     "SELECT m.id, m.name, d.name, m.locked, d.locked, m.quota_bytes, m.quota_owner
      FROM mailboxes m JOIN domains d ON d.id = m.domain_id";
@@ -328,6 +297,17 @@ pub fn mailboxes_named(
     ))?;
     let rows = stmt.query_map([name.as_str()], mailbox_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A mailbox of another domain with `address`'s name: the fact R3 and R9 decide on.
+pub fn mailbox_in_other_domain(
+    conn: &Connection,
+    address: &Address,
+) -> Result<Option<Address>, StoreError> {
+    Ok(mailboxes_named(conn, &address.name)?
+        .into_iter()
+        .find(|m| m.address.domain != address.domain)
+        .map(|m| m.address))
 }
 
 pub fn mailboxes_of(conn: &Connection, domain_id: i64) -> Result<Vec<MailboxRow>, StoreError> {
@@ -392,6 +372,26 @@ pub fn first_mailbox_of(
             mailbox_row,
         )
         .optional()?)
+}
+
+/// The mailbox that receives `postmaster@` this domain: reads the facts R12 decides on (the
+/// administrator mailbox, if set and still there, and the first mailbox created).
+pub fn postmaster_of(
+    conn: &Connection,
+    domain: &DomainRow,
+) -> Result<Option<MailboxRow>, StoreError> {
+    let admin = match &domain.admin_mailbox {
+        Some(admin) => find_mailbox(
+            conn,
+            &Address {
+                name: MailboxName::unvalidated(admin.clone()),
+                domain: domain.name.clone(),
+            },
+        )?,
+        None => None,
+    };
+    let first = first_mailbox_of(conn, domain.id)?;
+    Ok(dirmail_rules::r12_postmaster(admin, first))
 }
 
 /// R22: marks a mailbox as having its Active Directory user.

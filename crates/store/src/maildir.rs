@@ -1,47 +1,12 @@
-//! The mail root: where each mailbox's Maildir lives (SPEC §3), creating and removing them, and
-//! counting what they hold. Delivery arrives with the SMTP issue.
+//! The mail root: where each mailbox's Maildir lives (docs/spec.md §3), creating and removing them,
+//! and counting what they hold. Delivery arrives with the SMTP issue.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{StoreError, io_context, private_dir};
-use dirmail_proto::names::Address;
 
-/// The mailbox layout (E-Post "per domain" vs "common box").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// `<mailroot>/<domain>/<name>/`
-    PerDomain,
-    /// `<mailroot>/inbox/<name>/`: one namespace of names for all domains (R9).
-    Shared,
-}
-
-impl Layout {
-    pub fn parse(s: &str) -> Option<Layout> {
-        match s {
-            "per-domain" => Some(Layout::PerDomain),
-            "shared" => Some(Layout::Shared),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Layout::PerDomain => "per-domain",
-            Layout::Shared => "shared",
-        }
-    }
-
-    /// The Maildir of `address` under `mailroot`.
-    pub fn maildir(self, mailroot: &Path, address: &Address) -> PathBuf {
-        match self {
-            Layout::PerDomain => mailroot
-                .join(address.domain.as_str())
-                .join(address.name.as_str()),
-            Layout::Shared => mailroot.join("inbox").join(address.name.as_str()),
-        }
-    }
-}
+pub use dirmail_rules::Layout;
 
 /// Creates the Maildir (`cur/ new/ tmp/`), private to the server.
 pub fn create(dir: &Path) -> Result<(), StoreError> {
@@ -184,28 +149,37 @@ fn unique_name(hostname: &str) -> String {
     )
 }
 
-/// R18: writes `message` into `tmp/`, fsyncs it, links it into `new/` and fsyncs `new/`, so once
-/// this returns the message survives a crash; before it returns nothing is visible in `new/`.
-/// Returns the path in `new/`.
+/// Delivers `message` into `maildir` under a fresh unique name, durably (R18, decided by
+/// [`r18_write_durably`]). Returns the path in `new/`.
 pub fn deliver(maildir: &Path, hostname: &str, message: &[u8]) -> std::io::Result<PathBuf> {
     let name = format!("{},S={}", unique_name(hostname), message.len());
     let tmp = maildir.join("tmp").join(&name);
     let new = maildir.join("new").join(&name);
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.write_all(message)?;
-        file.sync_all()?;
-        drop(file);
-        // A hard link never replaces an existing file, unlike rename.
-        fs::hard_link(&tmp, &new)?;
-        fs::File::open(maildir.join("new"))?.sync_all()?;
-        Ok(new.clone())
-    })();
+    let result = r18_write_durably(maildir, &tmp, &new, message);
+    // Once linked (or failed), the name in `tmp/` has served its purpose either way.
     let _ = fs::remove_file(&tmp);
     result
+}
+
+/// R18: writes `message` into `tmp/`, fsyncs it, links it into `new/` and fsyncs `new/`, so once
+/// this returns the message survives a crash; before it returns nothing is visible in `new/`.
+fn r18_write_durably(
+    maildir: &Path,
+    tmp: &Path,
+    new: &Path,
+    message: &[u8],
+) -> std::io::Result<PathBuf> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)?;
+    file.write_all(message)?;
+    file.sync_all()?;
+    drop(file);
+    // A hard link never replaces an existing file, unlike rename.
+    fs::hard_link(tmp, new)?;
+    fs::File::open(maildir.join("new"))?.sync_all()?;
+    Ok(new.to_path_buf())
 }
 
 /// One message as a POP3 session sees it.

@@ -42,7 +42,7 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE mailboxes ADD COLUMN ad_linked INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 3: SPEC §10 — the separate mail secret for APOP and CRAM-MD5, encrypted with the
+    // 3: docs/spec.md §10 — the separate mail secret for APOP and CRAM-MD5, encrypted with the
     // store's key (`<data_dir>/secret.key`), never in clear.
     r#"
     CREATE TABLE mail_secrets (

@@ -1,7 +1,7 @@
-//! The separate mail secret (SPEC §10, E-Post's "authentication file"): what APOP and CRAM-MD5
-//! need, a secret the server can read. It is kept encrypted (ChaCha20-Poly1305) with a key of
-//! the store's own (`<data_dir>/secret.key`, 0600, made on first use), so a copy of the
-//! database alone reveals nothing.
+//! The separate mail secret (docs/spec.md §10, E-Post's "authentication file"): what APOP and
+//! CRAM-MD5 need, a secret the server can read. It is kept encrypted (ChaCha20-Poly1305) with a key
+//! of the store's own (`<data_dir>/secret.key`, 0600, made on first use), so a copy of the database
+//! alone reveals nothing.
 
 use std::fs;
 use std::io::Write;

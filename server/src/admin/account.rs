@@ -9,7 +9,6 @@ use dirmail_directory::AuthMethod;
 use dirmail_directory::local::LocalAccounts;
 use dirmail_proto::names::MailboxName;
 use dirmail_store as store;
-use dirmail_store::rules::r11_max_name_len;
 
 pub fn run(ctx: &mut Context, command: AccountCommand) -> Result<Outcome, AdminError> {
     ctx.store.write(|tx| {
@@ -23,7 +22,7 @@ pub fn run(ctx: &mut Context, command: AccountCommand) -> Result<Outcome, AdminE
         let accounts = LocalAccounts::new(tx);
         match command {
             AccountCommand::Add { name, password, groups } => {
-                let name = MailboxName::parse(&name, r11_max_name_len(method))?;
+                let name = MailboxName::parse(&name, method.max_name_len())?;
                 let password = password_arg(password, "the password")?;
                 if accounts.find(name.as_str())?.is_some() {
                     return Err(AdminError::state(format!("The account {name} already exists.")));
@@ -39,7 +38,7 @@ pub fn run(ctx: &mut Context, command: AccountCommand) -> Result<Outcome, AdminE
                 ))
             }
             AccountCommand::Delete { name } => {
-                let name = MailboxName::parse(&name, r11_max_name_len(method))?;
+                let name = MailboxName::parse(&name, method.max_name_len())?;
                 if let Some(used) = store::mailboxes_named(tx, &name)?.first() {
                     return Err(AdminError::state(format!(
                         "The account {name} is used by the mailbox {}. Delete the mailbox first (delete {} --delete-user removes both).",

@@ -5,11 +5,10 @@ use serde_json::json;
 use super::{AdminError, Context, Outcome, Target, parse_target, password_arg};
 use dirmail_directory::{AuthMethod, Directory, DirectoryError};
 use dirmail_proto::names::{Address, DomainName};
-use dirmail_store as store;
-use dirmail_store::rules::{
+use dirmail_rules::{
     r3_local_name_unique, r5_passwd_file_needs_create_user, r9_shared_layout_name_unique,
-    r11_max_name_len,
 };
+use dirmail_store as store;
 use dirmail_store::{Layout, maildir};
 
 pub fn run(
@@ -18,7 +17,7 @@ pub fn run(
     create_user: Option<String>,
 ) -> Result<Outcome, AdminError> {
     let method = store::auth_method(ctx.store.conn())?;
-    match parse_target(target, r11_max_name_len(method))? {
+    match parse_target(target, method.max_name_len())? {
         Target::Domain(domain) => {
             if create_user.is_some() {
                 return Err(AdminError::Usage(
@@ -49,7 +48,7 @@ fn add_domain(ctx: &mut Context, domain: &DomainName) -> Result<Outcome, AdminEr
         if store::auth_method(tx)? == AuthMethod::Ad && store::layout(tx)? == Layout::Shared {
             let ad = ad.ok_or(DirectoryError::AdNotConfigured)?;
             return Ok(ad
-                .r26_ensure_domain_group(domain.as_str())
+                .ensure_domain_group(domain.as_str())
                 .map_err(DirectoryError::from)?);
         }
         Ok(false)
@@ -88,8 +87,9 @@ fn add_mailbox(
         if store::find_mailbox(tx, address)?.is_some() {
             return Err(AdminError::state(format!("The mailbox {address} already exists.")));
         }
-        r3_local_name_unique(tx, method, address)?;
-        r9_shared_layout_name_unique(tx, layout, address)?;
+        let namesake = store::mailbox_in_other_domain(tx, address)?;
+        r3_local_name_unique(method, address, namesake.as_ref())?;
+        r9_shared_layout_name_unique(layout, address, namesake.as_ref())?;
         r5_passwd_file_needs_create_user(method, password.is_some())?;
 
         let dir = layout.maildir(&mailroot, address);

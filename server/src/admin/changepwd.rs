@@ -6,7 +6,6 @@ use super::{AdminError, Context, Outcome, password_arg};
 use dirmail_directory::Directory;
 use dirmail_proto::names::Address;
 use dirmail_store as store;
-use dirmail_store::rules::r11_max_name_len;
 
 pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome, AdminError> {
     let password = password_arg(password, "the new password")?;
@@ -14,7 +13,7 @@ pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome
     let ad = super::ad_of(&ctx.ad)?;
     ctx.store.write(|tx| {
         let method = store::auth_method(tx)?;
-        let address = Address::parse(address, r11_max_name_len(method))?;
+        let address = Address::parse(address, method.max_name_len())?;
         if store::find_mailbox(tx, &address)?.is_none() {
             return Err(AdminError::state(format!(
                 "The mailbox {address} does not exist."

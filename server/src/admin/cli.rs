@@ -103,7 +103,7 @@ pub enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
-    /// The separate mail secret for APOP and CRAM-MD5 (SPEC §10).
+    /// The separate mail secret for APOP and CRAM-MD5 (docs/spec.md §10).
     Secret {
         #[command(subcommand)]
         command: SecretCommand,

@@ -9,7 +9,6 @@ use super::{AdminError, Context, Outcome, Target, parse_target};
 use dirmail_directory::{AuthMethod, Directory};
 use dirmail_proto::names::{Address, DomainName};
 use dirmail_store as store;
-use dirmail_store::rules::r11_max_name_len;
 use dirmail_store::{StoreError, maildir};
 
 pub fn run(
@@ -19,7 +18,7 @@ pub fn run(
     force: bool,
 ) -> Result<Outcome, AdminError> {
     let method = store::auth_method(ctx.store.conn())?;
-    match parse_target(target, r11_max_name_len(method))? {
+    match parse_target(target, method.max_name_len())? {
         Target::Domain(domain) => {
             if delete_user {
                 return Err(AdminError::Usage(

@@ -1,15 +1,15 @@
-//! `lock` / `unlock DOMAIN | NAME@DOMAIN` (SPEC §5.1). A locked mailbox still receives mail
+//! `lock` / `unlock DOMAIN | NAME@DOMAIN` (docs/spec.md §5.1). A locked mailbox still receives mail
 //! (R13); a locked domain locks retrieval for all its mailboxes (R14).
 
 use serde_json::json;
 
 use super::{AdminError, Context, Outcome, Target, parse_target};
+use dirmail_rules::r14_unlock_inside_locked_domain;
 use dirmail_store as store;
-use dirmail_store::rules::{r11_max_name_len, r14_unlock_inside_locked_domain};
 
 pub fn run(ctx: &mut Context, target: &str, lock: bool) -> Result<Outcome, AdminError> {
     let method = store::auth_method(ctx.store.conn())?;
-    let target = parse_target(target, r11_max_name_len(method))?;
+    let target = parse_target(target, method.max_name_len())?;
     let verb = if lock { "locked" } else { "unlocked" };
     ctx.store.write(|tx| match &target {
         Target::Domain(domain) => {
@@ -31,7 +31,7 @@ pub fn run(ctx: &mut Context, target: &str, lock: bool) -> Result<Outcome, Admin
                 )));
             };
             if !lock {
-                r14_unlock_inside_locked_domain(&row)?;
+                r14_unlock_inside_locked_domain(&row.address, row.domain_locked)?;
             }
             store::set_mailbox_locked(tx, row.id, lock)?;
             Ok(Outcome::new(

@@ -10,7 +10,6 @@ use dirmail_directory::ad::Lookup;
 use dirmail_directory::{AuthMethod, DirectoryError};
 use dirmail_proto::names::Address;
 use dirmail_store as store;
-use dirmail_store::rules::r11_max_name_len;
 
 pub fn run(
     ctx: &mut Context,
@@ -33,12 +32,12 @@ pub fn run(
             ));
         }
         // Names may be up to 64 characters in AD, but the mailbox exists under today's rules.
-        let address = Address::parse(address, r11_max_name_len(method))?;
+        let address = Address::parse(address, method.max_name_len())?;
         let Some(mailbox) = store::find_mailbox(tx, &address)? else {
             return Err(AdminError::state(format!("The mailbox {address} does not exist.")));
         };
         // R23: the migrated users go into the mail group, which may not exist yet.
-        ad.r23_ensure_mail_group().map_err(DirectoryError::from)?;
+        ad.ensure_mail_group().map_err(DirectoryError::from)?;
         let (user, created) = match ad.find_user(&address.to_string()).map_err(DirectoryError::from)? {
             Lookup::Found(user) => {
                 ad.add_to_mail_group(&user).map_err(DirectoryError::from)?;

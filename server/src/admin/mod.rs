@@ -30,7 +30,7 @@ use dirmail_config::{Config, ConfigError};
 use dirmail_directory::ad::AdDirectory;
 use dirmail_directory::{AdError, DirectoryError};
 use dirmail_proto::names::NameError;
-use dirmail_store::rules::{Refusal, RuleError};
+use dirmail_rules::Refusal;
 use dirmail_store::{Store, StoreError};
 
 /// Why a command did not do what was asked.
@@ -40,7 +40,7 @@ pub enum AdminError {
     Failed(String),
     /// Exit 2: the command line or the configuration is wrong.
     Usage(String),
-    /// Exit 3: a rule of SPEC.md (named when it has a number) or the store's state refuses it.
+    /// Exit 3: a rule of docs/spec.md (named when it has a number) or the store's state refuses it.
     Refused {
         rule: Option<&'static str>,
         message: String,
@@ -110,15 +110,6 @@ impl From<NameError> for AdminError {
 impl From<Refusal> for AdminError {
     fn from(e: Refusal) -> Self {
         AdminError::refused(e.rule, e.message)
-    }
-}
-
-impl From<RuleError> for AdminError {
-    fn from(e: RuleError) -> Self {
-        match e {
-            RuleError::Refused(refusal) => refusal.into(),
-            RuleError::Store(e) => e.into(),
-        }
     }
 }
 

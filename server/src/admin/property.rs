@@ -1,5 +1,6 @@
-//! `get PROPERTY` / `set PROPERTY VALUE` (SPEC §5.3). Each property has one home: administrative
-//! state in the store, deployment settings in `dirmail.toml` (edited in place, comments kept).
+//! `get PROPERTY` / `set PROPERTY VALUE` (docs/spec.md §5.3). Each property has one home:
+//! administrative state in the store, deployment settings in `dirmail.toml` (edited in place,
+//! comments kept).
 
 use std::path::Path;
 
@@ -9,11 +10,11 @@ use toml_edit::DocumentMut;
 use super::{AdminError, Context, Outcome};
 use dirmail_config::{Config, Source};
 use dirmail_directory::{AuthMethod, DirectoryError};
-use dirmail_store as store;
-use dirmail_store::Layout;
-use dirmail_store::rules::{
+use dirmail_rules::{
     r2_change_only_without_domains, r6_spa_required_allowed, r22_switch_to_ad_allowed,
 };
+use dirmail_store as store;
+use dirmail_store::Layout;
 
 /// Where a property lives: the store, or a `[table] key` of dirmail.toml.
 enum Home {
@@ -222,22 +223,23 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
                 return Ok(json!(method.as_str()));
             }
             if method == AuthMethod::Ad {
-                // R2 (with R22's way through) first: it holds whatever the directory.
-                r22_switch_to_ad_allowed(tx)?;
+                // R22 (R2 with its way through) first: it holds whatever the directory.
+                let waiting = store::mailboxes_not_ad_linked(tx)?;
+                r22_switch_to_ad_allowed(store::domain_count(tx)?, waiting)?;
                 let Some(ad) = ad else {
                     return Err(AdminError::state(
                         "set authentication ad needs [directory] configured in dirmail.toml (the Active Directory to use).",
                     ));
                 };
                 ad.check_reachable().map_err(DirectoryError::from)?;
-                if ad.r23_ensure_mail_group().map_err(DirectoryError::from)? {
+                if ad.ensure_mail_group().map_err(DirectoryError::from)? {
                     notes.push(format!(
                         "Created the mail group {} in Active Directory (R23).",
                         ad.config().mail_group
                     ));
                 }
             } else {
-                r2_change_only_without_domains(tx, "authentication method")?;
+                r2_change_only_without_domains(store::domain_count(tx)?, "authentication method")?;
             }
             r6_spa_required_allowed(method, store::spa_required(tx)?).map_err(|_| {
                 AdminError::refused(
@@ -258,7 +260,7 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
             if layout == store::layout(tx)? {
                 return Ok(json!(layout.as_str()));
             }
-            r2_change_only_without_domains(tx, "mailbox layout")?;
+            r2_change_only_without_domains(store::domain_count(tx)?, "mailbox layout")?;
             store::set_setting(tx, "mailbox-layout", layout.as_str())?;
             Ok(json!(layout.as_str()))
         }

@@ -1,6 +1,6 @@
-//! `secret set NAME@DOMAIN [SECRET]` and `secret delete NAME@DOMAIN` (SPEC §10): the separate
-//! mail secret that APOP and CRAM-MD5 need, since no directory gives out passwords. Read from
-//! standard input when not given, so it stays out of the process list.
+//! `secret set NAME@DOMAIN [SECRET]` and `secret delete NAME@DOMAIN` (docs/spec.md §10): the
+//! separate mail secret that APOP and CRAM-MD5 need, since no directory gives out passwords. Read
+//! from standard input when not given, so it stays out of the process list.
 
 use std::io::BufRead;
 
@@ -10,7 +10,6 @@ use super::cli::SecretCommand;
 use super::{AdminError, Context, Outcome, password_arg};
 use dirmail_proto::names::Address;
 use dirmail_store as store;
-use dirmail_store::rules::r11_max_name_len;
 use dirmail_store::secrets;
 
 pub fn run(ctx: &mut Context, command: SecretCommand) -> Result<Outcome, AdminError> {
@@ -59,7 +58,7 @@ pub fn run(ctx: &mut Context, command: SecretCommand) -> Result<Outcome, AdminEr
 
 fn find(tx: &rusqlite::Connection, address: &str) -> Result<store::MailboxRow, AdminError> {
     let method = store::auth_method(tx)?;
-    let address = Address::parse(address, r11_max_name_len(method))?;
+    let address = Address::parse(address, method.max_name_len())?;
     store::find_mailbox(tx, &address)?
         .ok_or_else(|| AdminError::state(format!("The mailbox {address} does not exist.")))
 }

@@ -36,7 +36,7 @@ pub enum Proof {
 }
 
 impl Proof {
-    /// True when this proof matches `stored`, the secret the server can read (SPEC §10).
+    /// True when this proof matches `stored`, the secret the server can read (docs/spec.md §10).
     /// Every comparison takes the same time whatever the inputs' common prefix.
     pub fn verify(&self, stored: &Secret) -> bool {
         match self {
@@ -60,7 +60,7 @@ impl Proof {
         }
     }
 
-    /// True for proofs that carry the password itself, which SPEC §7 `sparequired` refuses
+    /// True for proofs that carry the password itself, which docs/spec.md §7 `sparequired` refuses
     /// and which should only cross an encrypted connection.
     pub fn is_clear_text(&self) -> bool {
         matches!(self, Proof::Password(_))

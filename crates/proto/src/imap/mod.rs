@@ -1,7 +1,7 @@
-//! The IMAP session core (SPEC §8): a sans-IO [`Session`] that turns the client's bytes into
-//! [`Event`]s (replies to write, [`Request`]s for the driver, `StartTls`, `Close`).
-//! imap-codec frames and decodes the commands and encodes the replies; nothing here parses
-//! IMAP syntax by hand.
+//! The IMAP session core (docs/spec.md §8): a sans-IO [`Session`] that turns the client's bytes
+//! into [`Event`]s (replies to write, [`Request`]s for the driver, `StartTls`, `Close`). imap-codec
+//! frames and decodes the commands and encodes the replies; nothing here parses IMAP syntax by
+//! hand.
 //!
 //! - `session.rs`: the not-authenticated / authenticated / selected / IDLE state machine.
 //! - `view.rs`: the selected folder as this session sees it; sequence sets; updates.

@@ -1,5 +1,5 @@
-//! The POP3 session core (SPEC §7): a sans-IO [`Session`] that turns the client's bytes into
-//! [`Event`]s (replies to write, [`Request`]s for the driver, `StartTls`, `Close`).
+//! The POP3 session core (docs/spec.md §7): a sans-IO [`Session`] that turns the client's bytes
+//! into [`Event`]s (replies to write, [`Request`]s for the driver, `StartTls`, `Close`).
 //!
 //! - `command.rs`: lines to [`Command`]s.
 //! - `reply.rs`: `+OK`/`-ERR [CODE]` replies and the multi-line wire form of messages.

@@ -1,4 +1,4 @@
-//! The POP3 session core (SPEC §7): bytes in, [`Event`]s out, no socket, clock or store.
+//! The POP3 session core (docs/spec.md §7): bytes in, [`Event`]s out, no socket, clock or store.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -18,11 +18,11 @@ pub struct Config {
     pub apop_timestamp: String,
     /// Clear-text logins (USER/PASS, AUTH PLAIN/LOGIN) without TLS.
     pub plaintext_allowed: bool,
-    /// SPEC §7 `sparequired 1`: clear-text logins are refused even over TLS.
+    /// docs/spec.md §7 `sparequired 1`: clear-text logins are refused even over TLS.
     pub spa_required: bool,
     /// A certificate is loaded, so STLS can be offered.
     pub starttls_available: bool,
-    /// Offer SASL CRAM-MD5: some accounts have a readable mail secret (SPEC §10).
+    /// Offer SASL CRAM-MD5: some accounts have a readable mail secret (docs/spec.md §10).
     pub offer_cram_md5: bool,
     /// RFC 2449 allows 255 octets; dirmail is lenient up to this many, then answers `-ERR`.
     pub max_line_length: usize,

@@ -176,10 +176,10 @@ pub enum RcptDecision {
     TempFail,
 }
 
-/// R16 (with R15 and R17 for local recipients): decides on a recipient from the driver's
-/// lookup (a [`ForwardPath::Routed`] path counts as [`RecipientLookup::NotLocal`] without a
-/// lookup). A recipient outside the local domains is accepted only when `relay_permitted`
-/// (the peer is in the allow list, or the session authenticated).
+/// Decides on a recipient from the driver's lookup (a [`ForwardPath::Routed`] path counts as
+/// [`RecipientLookup::NotLocal`] without a lookup): a local one by R17 (and R15); one outside
+/// the local domains is accepted only when `relay_permitted` (R16: the peer is in the allow
+/// list, or the session authenticated).
 pub fn decide_recipient(
     lookup: &RecipientLookup,
     relay_permitted: bool,
@@ -189,19 +189,33 @@ pub fn decide_recipient(
         RecipientLookup::Local {
             mailbox,
             quota_left,
-        } => match (declared_size, quota_left) {
-            // R15: a full mailbox takes nothing, whatever the size; refusing it here keeps the
-            // other recipients of the message (only the full ones are refused).
-            (_, Some(0)) => RcptDecision::RefuseQuota,
-            (Some(size), Some(left)) if size > *left => RcptDecision::RefuseQuota,
-            _ => RcptDecision::AcceptLocal {
-                mailbox: mailbox.clone(),
-            },
-        },
-        RecipientLookup::LocalUnknown => RcptDecision::RefuseUnknown,
+        } => r17_local_recipient(Some((mailbox, *quota_left)), declared_size),
+        RecipientLookup::LocalUnknown => r17_local_recipient(None, declared_size),
         RecipientLookup::NotLocal if relay_permitted => RcptDecision::AcceptRelay,
         RecipientLookup::NotLocal => RcptDecision::RefuseRelay,
         RecipientLookup::TempFail => RcptDecision::TempFail,
+    }
+}
+
+/// R17: a recipient in a local domain is accepted only when the lookup found its mailbox
+/// (`found`: the driver's key and what is left of its quota). One with no mailbox, alias or
+/// list is refused at RCPT (`550 5.1.1`), never accepted and then dropped as Windows Server 2003
+/// did. A mailbox that is found may still be too full (R15).
+fn r17_local_recipient(
+    found: Option<(&String, Option<u64>)>,
+    declared_size: Option<u64>,
+) -> RcptDecision {
+    let Some((mailbox, quota_left)) = found else {
+        return RcptDecision::RefuseUnknown;
+    };
+    match (declared_size, quota_left) {
+        // R15: a full mailbox takes nothing, whatever the size; refusing it here keeps the
+        // other recipients of the message (only the full ones are refused).
+        (_, Some(0)) => RcptDecision::RefuseQuota,
+        (Some(size), Some(left)) if size > left => RcptDecision::RefuseQuota,
+        _ => RcptDecision::AcceptLocal {
+            mailbox: mailbox.clone(),
+        },
     }
 }
 

@@ -58,7 +58,7 @@ impl DataReader {
             if self.done {
                 return i;
             }
-            self.step(b);
+            self.r19_step(b);
         }
         input.len()
     }
@@ -78,7 +78,10 @@ impl DataReader {
         }
     }
 
-    fn step(&mut self, b: u8) {
+    /// R19: one octet of DATA. The data ends only at `CRLF . CRLF`; a CR or LF outside a CRLF
+    /// pair (here or in [`Self::inside`]) marks the message bare, so [`Self::finish`] refuses it
+    /// and nothing is delivered: the SMTP smuggling family.
+    fn r19_step(&mut self, b: u8) {
         self.at = match (self.at, b) {
             (At::DotCr, b'\n') => {
                 self.done = true;

@@ -1,5 +1,5 @@
-//! The SMTP session core (SPEC §6): a sans-IO [`Session`] that turns the client's bytes into
-//! [`Event`]s (replies to write, [`Request`]s for the driver, `StartTls`, `Close`).
+//! The SMTP session core (docs/spec.md §6): a sans-IO [`Session`] that turns the client's bytes
+//! into [`Event`]s (replies to write, [`Request`]s for the driver, `StartTls`, `Close`).
 //!
 //! - `command.rs`: lines to [`Command`]s, parsed by `smtp-proto`.
 //! - `address.rs`: envelope paths kept verbatim and the relay rule R16.

@@ -1,7 +1,7 @@
 //! SMTP replies: a code, an RFC 3463 enhanced status, and text, written as RFC 5321 lines.
 //!
 //! Every reply the core sends is built by one of the named constructors below, so the codes
-//! of SPEC §6 can be read (and grepped) in one place.
+//! of docs/spec.md §6 can be read (and grepped) in one place.
 
 use std::fmt;
 
@@ -85,7 +85,7 @@ fn r(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
     Reply::new(code, Some(Status(status.0, status.1, status.2)), text)
 }
 
-// The replies of SPEC §6, by the situation they answer.
+// The replies of docs/spec.md §6, by the situation they answer.
 impl Reply {
     pub fn greeting(hostname: &str) -> Reply {
         Reply::new(220, None, format!("{hostname} ESMTP dirmail ready"))

@@ -1,4 +1,5 @@
-//! The SMTP session core (SPEC §6): bytes in, [`Event`]s out, no socket, clock or directory.
+//! The SMTP session core (docs/spec.md §6): bytes in, [`Event`]s out, no socket, clock or
+//! directory.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -38,7 +39,7 @@ pub struct Config {
     pub starttls_available: bool,
     /// Offer AUTH before TLS (only for test rigs or trusted networks).
     pub plaintext_auth_without_tls: bool,
-    /// Offer CRAM-MD5: some accounts have a readable mail secret (SPEC §10).
+    /// Offer CRAM-MD5: some accounts have a readable mail secret (docs/spec.md §10).
     pub offer_cram_md5: bool,
     /// The CRAM-MD5 challenge `<random.timestamp@hostname>`, made unique by the driver.
     pub cram_challenge: String,
@@ -479,8 +480,9 @@ impl Session {
         self.tls || self.config.plaintext_auth_without_tls
     }
 
-    /// R16: may this client send to addresses outside the local domains?
-    fn relay_permitted(&self) -> bool {
+    /// R16: may this client send to addresses outside the local domains (where every routed
+    /// path counts)? Only when it has authenticated, or its address is in the relay allow list.
+    fn r16_relay_permitted(&self) -> bool {
         self.auth.is_some()
             || self
                 .config
@@ -603,7 +605,7 @@ impl Session {
         match path {
             // R16: a routed path is decided here, without asking the driver.
             ForwardPath::Routed { raw, .. } => {
-                if !self.relay_permitted() {
+                if !self.r16_relay_permitted() {
                     self.refuse(Reply::relay_denied(&raw));
                 } else if !well_formed {
                     self.refuse(Reply::bad_recipient_syntax());
@@ -636,7 +638,7 @@ impl Session {
             Response::NotLocal => RecipientLookup::NotLocal,
             _ => RecipientLookup::TempFail,
         };
-        let permitted = self.relay_permitted();
+        let permitted = self.r16_relay_permitted();
         let Some(tx) = &mut self.tx else {
             return self.refuse(Reply::bad_sequence("Need MAIL command first"));
         };
