@@ -212,3 +212,34 @@ pub fn resolve(
     };
     Ok(found.ok_or(RefusalReason::UnknownUser))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_stop_reading_not_sending() {
+        assert!(!Service::Smtp.locks_apply());
+        for reading in [Service::Pop3, Service::Imap, Service::Admin] {
+            assert!(reading.locks_apply());
+        }
+    }
+
+    #[test]
+    fn sparequired_covers_smtp_and_pop3_only() {
+        assert!(Service::Smtp.under_spa_required());
+        assert!(Service::Pop3.under_spa_required());
+        assert!(!Service::Imap.under_spa_required());
+        assert!(!Service::Admin.under_spa_required());
+    }
+
+    #[test]
+    fn an_unreachable_directory_is_unavailable_not_a_refusal() {
+        let unreachable = LoginError::from(AdError::Unavailable("no answer".into()));
+        assert!(matches!(unreachable, LoginError::Unavailable(_)));
+        let odd = LoginError::from(AdError::Failed("odd answer".into()));
+        assert!(matches!(odd, LoginError::Failed(_)));
+        let unconfigured = LoginError::from(DirectoryError::AdNotConfigured);
+        assert!(matches!(unconfigured, LoginError::Failed(_)));
+    }
+}

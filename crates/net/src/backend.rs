@@ -137,7 +137,7 @@ impl Backend {
         &self,
         local_part: &str,
         domain: Option<&str>,
-    ) -> Result<RecipientVerdict, String> {
+    ) -> Result<RecipientVerdict, RecipientError> {
         self.with_store(|store| -> Result<RecipientVerdict, RecipientError> {
             let conn = store.conn();
             let method = store::auth_method(conn)?;
@@ -187,9 +187,7 @@ impl Backend {
                 maildir,
                 quota_left,
             })
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
+        })?
     }
 
     /// The server's own domain, for a bare `<postmaster>` (RFC 5321 §4.5.1): the local domain

@@ -82,7 +82,8 @@ impl Handler<Session> for Smtp {
                             own_addresses: shared.backend.own_addresses(&mailbox),
                         }
                     }
-                    // Never for sending (R13); the decision says so, the core has no answer.
+                    // `Locked` never comes: R13 lets a locked mailbox send, and the login
+                    // decision knows SMTP asks to send.
                     LoginAnswer::Locked | LoginAnswer::Unavailable => Response::TempFail,
                     LoginAnswer::BadCredentials => Response::BadCredentials,
                 }
