@@ -40,6 +40,10 @@ pub enum RefusalReason {
     Disabled,
     /// docs/spec.md §10: a digest login (APOP, CRAM-MD5) for a mailbox without a mail secret.
     NoMailSecret,
+    /// SPEC §7: a clear-text proof while `sparequired` is 1.
+    SpaRequired,
+    /// The client asked to act as an identity other than its own (PLAIN's authzid).
+    OtherIdentity,
     LockedOut,
     PasswordExpired,
     MustChangePassword,
@@ -59,6 +63,8 @@ impl RefusalReason {
             RefusalReason::NotInMailGroup => "not in the mail group",
             RefusalReason::Disabled => "account disabled",
             RefusalReason::NoMailSecret => "no mail secret for a digest login",
+            RefusalReason::SpaRequired => "clear-text login while sparequired is 1",
+            RefusalReason::OtherIdentity => "asked to act as another identity",
             RefusalReason::LockedOut => "account locked out",
             RefusalReason::PasswordExpired => "password expired",
             RefusalReason::MustChangePassword => "password must be changed",

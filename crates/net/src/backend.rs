@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use dirmail_config::Config;
+use dirmail_directory::AuthMethod;
 use dirmail_directory::ad::{AdDirectory, AdError, Lookup};
-use dirmail_directory::login::{self, LoginOutcome};
-use dirmail_directory::{AuthMethod, RefusalReason};
-use dirmail_proto::auth::Proof;
-use dirmail_proto::names::{Address, DomainName, MailboxName, Secret};
+use dirmail_directory::login::{self, LoginError, Service};
+use dirmail_proto::auth::Credentials;
+use dirmail_proto::names::{Address, DomainName, MailboxName};
 use dirmail_store as store;
-use dirmail_store::rules::{r13_retrieval_lock, r15_quota_admits};
+use dirmail_store::rules::r15_quota_admits;
 use dirmail_store::{MailboxRow, Store, StoreError, maildir, secrets};
 
 /// Shared by every connection of a running server.
@@ -105,65 +105,19 @@ impl Backend {
         Ok(value)
     }
 
-    /// A clear-text login (PLAIN, LOGIN, USER/PASS).
-    pub fn login(&self, login_name: &str, password: &Secret) -> Result<LoginOutcome, String> {
-        self.with_store(|store| {
-            login::check(
-                store.conn(),
-                &store.mailroot.clone(),
-                self.ad.as_ref(),
-                login_name,
-                password,
-            )
-            .map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())?
+    /// The one login decision ([`login::decide`]), on a pooled store.
+    pub fn log_in(
+        &self,
+        service: Service,
+        credentials: &Credentials,
+    ) -> Result<MailboxRow, LoginError> {
+        self.with_store(|store| login::decide(store, self.ad.as_ref(), service, credentials))?
     }
 
-    /// SPEC §10: an APOP or CRAM-MD5 login, checked against the mailbox's mail secret. Under
-    /// `ad` the AD user must still be enabled and in the mail group (R23).
-    pub fn digest_login(&self, login_name: &str, proof: &Proof) -> Result<LoginOutcome, String> {
-        self.with_store(|store| -> Result<LoginOutcome, String> {
-            let conn = store.conn();
-            let mailbox = match login::resolve(conn, login_name).map_err(|e| e.to_string())? {
-                Ok(mailbox) => mailbox,
-                Err(reason) => return Ok(LoginOutcome::Refused(reason)),
-            };
-            let Some(secret) =
-                secrets::get(conn, &store.data_dir, mailbox.id).map_err(|e| e.to_string())?
-            else {
-                return Ok(LoginOutcome::Refused(RefusalReason::NoMailSecret));
-            };
-            if !proof.verify(&secret) {
-                return Ok(LoginOutcome::Refused(RefusalReason::BadPassword));
-            }
-            if store::auth_method(conn).map_err(|e| e.to_string())? == AuthMethod::Ad {
-                let Some(ad) = &self.ad else {
-                    return Err("the store uses ad and [directory] is missing".into());
-                };
-                match ad
-                    .find_user(&mailbox.address.to_string())
-                    .map_err(|e| e.to_string())?
-                {
-                    Lookup::Found(user) if user.disabled => {
-                        return Ok(LoginOutcome::Refused(RefusalReason::Disabled));
-                    }
-                    Lookup::Found(user) => {
-                        if !ad.r23_in_mail_group(&user.dn).map_err(|e| e.to_string())? {
-                            return Ok(LoginOutcome::Refused(RefusalReason::NotInMailGroup));
-                        }
-                    }
-                    Lookup::NotFound | Lookup::Ambiguous => {
-                        return Ok(LoginOutcome::Refused(RefusalReason::NoAccount));
-                    }
-                }
-            }
-            if let Some(rule) = r13_retrieval_lock(mailbox.locked, mailbox.domain_locked) {
-                return Ok(LoginOutcome::Locked { mailbox, rule });
-            }
-            Ok(LoginOutcome::Accepted(mailbox))
-        })
-        .map_err(|e| e.to_string())?
+    /// Whether `sparequired` refuses clear-text logins for `service` (SPEC §7), so a session
+    /// need not offer them.
+    pub fn clear_text_refused(&self, service: Service) -> Result<bool, StoreError> {
+        self.with_store(|store| login::clear_text_refused(store.conn(), service))?
     }
 
     /// Whether any mailbox has a mail secret: CRAM-MD5 is offered only then (SPEC §10).
@@ -183,7 +137,7 @@ impl Backend {
         &self,
         local_part: &str,
         domain: Option<&str>,
-    ) -> Result<RecipientVerdict, String> {
+    ) -> Result<RecipientVerdict, RecipientError> {
         self.with_store(|store| -> Result<RecipientVerdict, RecipientError> {
             let conn = store.conn();
             let method = store::auth_method(conn)?;
@@ -233,9 +187,7 @@ impl Backend {
                 maildir,
                 quota_left,
             })
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
+        })?
     }
 
     /// The server's own domain, for a bare `<postmaster>` (RFC 5321 §4.5.1): the local domain
@@ -319,13 +271,11 @@ impl Backend {
     }
 
     /// Where a mailbox's Maildir is.
-    pub fn maildir_of(&self, mailbox: &MailboxRow) -> Result<PathBuf, String> {
+    pub fn maildir_of(&self, mailbox: &MailboxRow) -> Result<PathBuf, StoreError> {
         self.with_store(|store| {
             store::layout(store.conn())
                 .map(|layout| layout.maildir(&store.mailroot, &mailbox.address))
-        })
-        .and_then(|r| r)
-        .map_err(|e| e.to_string())
+        })?
     }
 }
 
@@ -353,14 +303,5 @@ impl Drop for Pop3Hold {
         if let Ok(mut holders) = self.backend.pop3_holders.lock() {
             holders.remove(&self.mailbox_id);
         }
-    }
-}
-
-impl Backend {
-    /// `sparequired 1`: clear-text logins are refused (SPEC §7).
-    pub fn spa_required(&self) -> Result<bool, String> {
-        self.with_store(|store| store::spa_required(store.conn()))
-            .and_then(|r| r)
-            .map_err(|e| e.to_string())
     }
 }

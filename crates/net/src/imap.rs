@@ -1,32 +1,28 @@
-//! The IMAP driver: joins a [`proto::imap::Session`](dirmail_proto::imap::Session) to a socket
-//! and answers its requests: logins through the one login check (and the throttle after a
-//! failure), folders and messages through [`store::folders`](dirmail_store::folders).
+//! IMAP's side of the [`driver`](super::driver): the session's settings, the answers to its
+//! requests (logins through the one login decision, folders and messages through
+//! [`store::folders`](dirmail_store::folders)), and the driver's extra input: news of the open
+//! folder.
 //!
-//! Several sessions may have one mailbox open. When a session changes a folder (flags,
-//! expunges, copies, appends) it tells the others through the [`Hub`], a broadcast channel per
-//! mailbox; they re-scan at the next command that may report it, at once while in IDLE. Mail
-//! delivered by SMTP and deletions by POP3 do not go through the hub: a session in IDLE notices
-//! them by watching its folder's `new/` and `cur/` modification times, and NOOP always
-//! re-scans.
+//! Several sessions may have one mailbox open; they tell each other of changes through the
+//! [`Hub`](super::hub::Hub). Mail delivered by SMTP and deletions by POP3 do not go through the
+//! hub: a session in IDLE notices them by watching its folder's `new/` and `cur/`
+//! modification times, and NOOP always re-scans.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
-use super::conn::Conn;
-use super::server::{Service, Shared, stopped};
-use super::smtp::{flush, plaintext_allowed_before_tls, sleep_until};
-use dirmail_directory::login::LoginOutcome;
-use dirmail_proto::auth::{Credentials, Proof};
+use super::driver::{self, Handler};
+use super::hub::{self, Change};
+use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls};
+use super::shared::{Service, Shared};
+use dirmail_directory::login::Service as LoginService;
+use dirmail_proto::auth::Credentials;
 use dirmail_proto::imap::{
-    Config as SessionConfig, Event, Failure, MessageMeta, Request, Response, Session, Snapshot,
+    Config as SessionConfig, Failure, MessageMeta, Request, Response, Session, Snapshot,
 };
 use dirmail_store::folders::{Folder, FolderError, InvalidName, Mailstore, change_stamp};
 use dirmail_store::rules::r15_quota_admits;
@@ -34,41 +30,8 @@ use dirmail_store::{MailboxRow, maildir};
 
 /// How often a session in IDLE looks at its folder's modification times.
 const IDLE_POLL: Duration = Duration::from_secs(2);
-/// Replies are written out once this much has piled up, even mid-command.
-const FLUSH_AT: usize = 256 * 1024;
 
-static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// One change: which session made it, in which folder.
-type Change = (u64, Arc<Path>);
-
-/// Per-mailbox news for the IMAP sessions of this server.
-#[derive(Debug, Default)]
-pub struct Hub {
-    channels: Mutex<HashMap<PathBuf, broadcast::Sender<Change>>>,
-}
-
-impl Hub {
-    fn subscribe(&self, mailbox: &Path) -> Option<broadcast::Receiver<Change>> {
-        let mut channels = self.channels.lock().ok()?;
-        // Forget mailboxes nobody listens to any more, so the table stays small.
-        channels.retain(|_, sender| sender.receiver_count() > 0);
-        let sender = channels
-            .entry(mailbox.to_owned())
-            .or_insert_with(|| broadcast::channel(64).0);
-        Some(sender.subscribe())
-    }
-
-    fn notify(&self, mailbox: &Path, session: u64, folder: &Path) {
-        if let Ok(channels) = self.channels.lock()
-            && let Some(sender) = channels.get(mailbox)
-        {
-            let _ = sender.send((session, Arc::from(folder)));
-        }
-    }
-}
-
-/// What the driver keeps beside the core.
+/// What IMAP keeps beside the core.
 struct State {
     id: u64,
     mailbox: Option<MailboxRow>,
@@ -88,10 +51,7 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
-    if service.implicit_tls() {
-        conn.upgrade(&shared.tls).await?;
-    }
+    let conn = driver::connect(service, tcp, &shared).await?;
     let mut config = SessionConfig::new(shared.config.server.hostname.clone());
     config.plaintext_allowed = plaintext_allowed_before_tls(shared.config.tls.plaintext_auth, peer);
     config.max_message_size =
@@ -99,98 +59,49 @@ pub async fn serve(
     config.idle_timeout = shared.config.limits.imap_idle_timeout;
     // Before login the leash is shorter, never longer.
     config.login_timeout = config.login_timeout.min(config.idle_timeout);
-    let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
-    let mut out = session.greeting().to_bytes();
-    let mut state = State {
-        id: SESSION_IDS.fetch_add(1, Ordering::Relaxed),
-        mailbox: None,
-        store: None,
-        folder: None,
-        changes: None,
-        stamp: None,
+    let session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
+    let mut handler = Imap {
+        shared: Arc::clone(&shared),
+        peer,
+        state: State {
+            id: hub::session_id(),
+            mailbox: None,
+            store: None,
+            folder: None,
+            changes: None,
+            stamp: None,
+        },
     };
-    let mut stopping = shared.stopping.clone();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        while let Some(event) = session.poll() {
-            match event {
-                Event::Reply(reply) => {
-                    reply.write_to(&mut out);
-                    if out.len() >= FLUSH_AT {
-                        flush(&mut conn, &mut out).await?;
-                    }
-                }
-                Event::Request(request) => {
-                    flush(&mut conn, &mut out).await?;
-                    let response = answer(&shared, peer, request, &mut state).await;
-                    if let Err(e) = session.answer(response) {
-                        tracing::error!(%peer, "imap core refused an answer: {e}");
-                        return Ok(());
-                    }
-                }
-                Event::StartTls => {
-                    flush(&mut conn, &mut out).await?;
-                    conn.upgrade(&shared.tls).await?;
-                    session.tls_started(Instant::now());
-                }
-                Event::Close => {
-                    flush(&mut conn, &mut out).await?;
-                    let _ = conn.shutdown().await;
-                    return Ok(());
-                }
-            }
-        }
-        flush(&mut conn, &mut out).await?;
-        let deadline = session.deadline();
-        let idle = session.is_idle();
+    driver::run(conn, session, &mut handler, &shared, peer).await
+}
+
+struct Imap {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    state: State,
+}
+
+impl Handler<Session> for Imap {
+    async fn answer(&mut self, request: Request) -> Response {
+        answer(&self.shared, self.peer, request, &mut self.state).await
+    }
+
+    /// News for the session: another session changed the selected folder (or the hub lost
+    /// count), or, while idling, the folder's modification times moved.
+    async fn wake(&mut self, idle: bool) -> bool {
+        let state = &mut self.state;
         tokio::select! {
-            read = conn.read(&mut buf) => {
-                let n = read?;
-                if n == 0 {
-                    return Ok(());
-                }
-                session.feed(buf.get(..n).unwrap_or_default(), Instant::now());
-            }
-            _ = sleep_until(deadline) => session.timeout(Instant::now()),
-            change = next_change(&mut state.changes) => {
+            change = hub::next_change(&mut state.changes) => {
                 let selected = state.folder.as_ref().map(|f| f.dir().to_owned());
-                let ours = match change {
+                match change {
                     Some((from, folder)) => from != state.id && selected.as_deref() == Some(&*folder),
                     // Lagged: something happened, we do not know where.
                     None => selected.is_some(),
-                };
-                if ours {
-                    session.poke();
                 }
             }
             _ = tokio::time::sleep(IDLE_POLL), if idle => {
-                if let Some(folder) = &state.folder {
-                    let now = change_stamp(folder.dir());
-                    if now != state.stamp {
-                        session.poke();
-                    }
-                }
+                state.folder.as_ref().is_some_and(|folder| change_stamp(folder.dir()) != state.stamp)
             }
-            _ = stopped(&mut stopping) => {
-                let _ = conn.write_all(b"* BYE [UNAVAILABLE] Server shutting down\r\n").await;
-                let _ = conn.shutdown().await;
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// The next change in the hub; `None` when some were missed. Never completes without a hub.
-async fn next_change(changes: &mut Option<broadcast::Receiver<Change>>) -> Option<Change> {
-    let Some(receiver) = changes else {
-        return std::future::pending().await;
-    };
-    match receiver.recv().await {
-        Ok(change) => Some(change),
-        Err(broadcast::error::RecvError::Lagged(_)) => None,
-        Err(broadcast::error::RecvError::Closed) => {
-            *changes = None;
-            std::future::pending().await
         }
     }
 }
@@ -510,61 +421,29 @@ async fn authenticate(
     credentials: Credentials,
     state: &mut State,
 ) -> Response {
-    let Credentials {
-        authzid,
-        username,
-        proof,
-    } = credentials;
-    let Proof::Password(password) = proof else {
-        tracing::info!(%peer, user = %username, reason = "no mail secret for a digest login", "imap login refused");
-        return refuse(shared, peer).await;
+    let mailbox = match log_in(shared, peer, LoginService::Imap, credentials).await {
+        LoginAnswer::Accepted(mailbox) => mailbox,
+        LoginAnswer::Locked => return Response::Locked,
+        LoginAnswer::BadCredentials => return Response::BadCredentials,
+        LoginAnswer::Unavailable => return Response::Failed(Failure::Unavailable),
     };
-    if authzid
-        .as_deref()
-        .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
-    {
-        tracing::info!(%peer, user = %username, reason = "asked to act as another identity", "imap login refused");
-        return refuse(shared, peer).await;
-    }
     let backend = Arc::clone(&shared.backend);
-    let user = username.clone();
-    let outcome = blocking(move || {
-        let outcome = backend.login(&user, &password)?;
-        let dir = match &outcome {
-            LoginOutcome::Accepted(mailbox) => Some(backend.maildir_of(mailbox)?),
-            _ => None,
-        };
-        Ok::<_, String>((outcome, dir))
-    })
-    .await;
-    match outcome {
-        Some(Ok((LoginOutcome::Accepted(mailbox), Some(dir)))) => {
-            shared.throttle.succeeded(peer.ip());
-            tracing::info!(%peer, user = %mailbox.address, "imap login");
-            let store = Mailstore::new(dir, shared.config.server.hostname.clone());
-            state.changes = shared.imap.subscribe(store.root());
-            state.store = Some(store);
-            state.mailbox = Some(mailbox);
-            Response::LoggedIn
+    let found = mailbox.clone();
+    let dir = match blocking(move || backend.maildir_of(&found)).await {
+        Some(Ok(dir)) => dir,
+        Some(Err(e)) => {
+            tracing::error!(%peer, "login check failed: {e}");
+            return Response::Failed(Failure::Unavailable);
         }
-        Some(Ok((LoginOutcome::Locked { mailbox, rule }, _))) => {
-            tracing::info!(%peer, user = %mailbox.address, reason = "locked by the administrator", rule, "imap login refused");
-            Response::Locked
+        None => {
+            tracing::error!(%peer, "login check panicked");
+            return Response::Failed(Failure::Unavailable);
         }
-        Some(Ok((LoginOutcome::Refused(reason), _))) => {
-            tracing::info!(%peer, user = %username, reason = reason.describe(), "imap login refused");
-            refuse(shared, peer).await
-        }
-        Some(Ok((LoginOutcome::Accepted(_), None))) | Some(Err(_)) | None => {
-            tracing::error!(%peer, "login check failed");
-            Response::Failed(Failure::Unavailable)
-        }
-    }
-}
-
-/// A failed login waits as the throttle says before it is answered.
-async fn refuse(shared: &Arc<Shared>, peer: SocketAddr) -> Response {
-    let delay = shared.throttle.failed(peer.ip(), Instant::now());
-    tokio::time::sleep(delay).await;
-    Response::BadCredentials
+    };
+    tracing::info!(%peer, user = %mailbox.address, "imap login");
+    let store = Mailstore::new(dir, shared.config.server.hostname.clone());
+    state.changes = shared.imap.subscribe(store.root());
+    state.store = Some(store);
+    state.mailbox = Some(mailbox);
+    Response::LoggedIn
 }

@@ -1,12 +1,23 @@
-//! Listeners and the drivers that join a protocol core to a tokio socket; `admission` keeps the
-//! connection limits, `tls` makes the rustls configuration.
+//! Listeners and the one driver that joins any protocol core to a tokio socket.
+//!
+//! From the top: `server` (listeners, admission, graceful stop) hands each connection to its
+//! protocol's module (`smtp`, `pop3`, `imap`), which builds the session and runs it on
+//! `driver` with a handler that answers its requests. Below them: `login` (the one login
+//! decision, logged and throttled), `backend` (blocking answers from the store), `hub`
+//! (news between IMAP sessions), `shared` (what every connection shares), `conn` (a socket
+//! that may turn TLS, with write timeouts), `admission`, `throttle` and `tls`. Nothing below
+//! reaches up, and no protocol text is written here: the cores own their replies.
 
 pub mod admission;
 pub mod backend;
 pub mod conn;
+pub mod driver;
+pub mod hub;
 pub mod imap;
+pub mod login;
 pub mod pop3;
 pub mod server;
+pub mod shared;
 pub mod smtp;
 pub mod throttle;
 pub mod tls;

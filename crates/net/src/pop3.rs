@@ -1,25 +1,23 @@
-//! The POP3 driver: joins a [`proto::pop3::Session`](dirmail_proto::pop3::Session) to a socket
-//! and answers its requests: logins, the R20 hold and snapshot, messages, deletions at QUIT.
+//! POP3's side of the [`driver`](super::driver): the session's settings, and the answers to
+//! its requests: logins, the R20 hold and snapshot, messages, deletions at QUIT.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::Pop3Hold;
-use super::conn::Conn;
-use super::server::{Service, Shared, stopped};
-use super::smtp::{flush, plaintext_allowed_before_tls, sleep_until, unique_challenge};
-use dirmail_directory::login::LoginOutcome;
-use dirmail_proto::auth::{Credentials, Proof};
+use super::driver::{self, Handler};
+use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
+use super::shared::{Service, Shared};
+use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::pop3::session::{
-    Config as SessionConfig, Event, MessageInfo, Request, Response, Session,
+    Config as SessionConfig, MessageInfo, Request, Response, Session,
 };
 use dirmail_store::{MailboxRow, maildir};
 
-/// What the driver keeps beside the core: who logged in, the hold and the snapshot.
+/// What POP3 keeps beside the core: who logged in, the hold and the snapshot.
 #[derive(Default)]
 struct Maildrop {
     mailbox: Option<MailboxRow>,
@@ -35,15 +33,14 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
-    if service.implicit_tls() {
-        conn.upgrade(&shared.tls).await?;
-    }
+    let conn = driver::connect(service, tcp, &shared).await?;
     let (spa_required, any_secrets) = {
         let backend = Arc::clone(&shared.backend);
         tokio::task::spawn_blocking(move || {
             (
-                backend.spa_required().unwrap_or(false),
+                backend
+                    .clear_text_refused(LoginService::Pop3)
+                    .unwrap_or(false),
                 backend.any_mail_secrets(),
             )
         })
@@ -53,55 +50,28 @@ pub async fn serve(
     let timestamp = unique_challenge(&shared.config.server.hostname);
     let mut config = SessionConfig::new(shared.config.server.hostname.clone(), timestamp);
     config.plaintext_allowed = plaintext_allowed_before_tls(shared.config.tls.plaintext_auth, peer);
+    // The login decision refuses clear text under `sparequired`; the core need not offer it.
     config.spa_required = spa_required;
     config.offer_cram_md5 = any_secrets;
     config.idle_timeout = shared.config.limits.pop3_idle_timeout;
-    let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
-    let mut out = session.greeting().to_bytes();
-    let mut drop_state = Maildrop::default();
-    let mut stopping = shared.stopping.clone();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        while let Some(event) = session.poll() {
-            match event {
-                Event::Reply(reply) => out.extend_from_slice(&reply.to_bytes()),
-                Event::Request(request) => {
-                    flush(&mut conn, &mut out).await?;
-                    let response = answer(&shared, peer, request, &mut drop_state).await;
-                    if let Err(e) = session.answer(response) {
-                        tracing::error!(%peer, "pop3 core refused an answer: {e}");
-                        return Ok(());
-                    }
-                }
-                Event::StartTls => {
-                    flush(&mut conn, &mut out).await?;
-                    conn.upgrade(&shared.tls).await?;
-                    session.tls_started(Instant::now());
-                }
-                Event::Close => {
-                    flush(&mut conn, &mut out).await?;
-                    let _ = conn.shutdown().await;
-                    return Ok(());
-                }
-            }
-        }
-        flush(&mut conn, &mut out).await?;
-        let deadline = session.deadline();
-        tokio::select! {
-            read = conn.read(&mut buf) => {
-                let n = read?;
-                if n == 0 {
-                    return Ok(());
-                }
-                session.feed(&buf[..n], Instant::now());
-            }
-            _ = sleep_until(deadline) => session.timeout(Instant::now()),
-            _ = stopped(&mut stopping) => {
-                let _ = conn.write_all(b"-ERR [SYS/TEMP] Server shutting down; nothing was deleted\r\n").await;
-                let _ = conn.shutdown().await;
-                return Ok(());
-            }
-        }
+    let session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
+    let mut handler = Pop3 {
+        shared: Arc::clone(&shared),
+        peer,
+        drop: Maildrop::default(),
+    };
+    driver::run(conn, session, &mut handler, &shared, peer).await
+}
+
+struct Pop3 {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    drop: Maildrop,
+}
+
+impl Handler<Session> for Pop3 {
+    async fn answer(&mut self, request: Request) -> Response {
+        answer(&self.shared, self.peer, request, &mut self.drop).await
     }
 }
 
@@ -112,7 +82,18 @@ async fn answer(
     state: &mut Maildrop,
 ) -> Response {
     match request {
-        Request::Authenticate(credentials) => authenticate(shared, peer, credentials, state).await,
+        Request::Authenticate(credentials) => {
+            match log_in(shared, peer, LoginService::Pop3, credentials).await {
+                LoginAnswer::Accepted(mailbox) => {
+                    let key = mailbox.id.to_string();
+                    state.mailbox = Some(mailbox);
+                    Response::Ok { mailbox: key }
+                }
+                LoginAnswer::Locked => Response::Locked,
+                LoginAnswer::BadCredentials => Response::BadCredentials,
+                LoginAnswer::Unavailable => Response::TempFail,
+            }
+        }
         Request::OpenMailbox { .. } => open(shared, peer, state).await,
         Request::Retrieve { index, uid, .. } => {
             let Some(file) = state.snapshot.get(index).filter(|f| f.uid == uid).cloned() else {
@@ -168,64 +149,6 @@ async fn answer(
     }
 }
 
-async fn authenticate(
-    shared: &Arc<Shared>,
-    peer: SocketAddr,
-    credentials: Credentials,
-    state: &mut Maildrop,
-) -> Response {
-    let Credentials {
-        authzid,
-        username,
-        proof,
-    } = credentials;
-    if authzid
-        .as_deref()
-        .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
-    {
-        tracing::info!(%peer, user = %username, reason = "asked to act as another identity", "pop3 login refused");
-        return refuse(shared, peer).await;
-    }
-    let backend = Arc::clone(&shared.backend);
-    let user = username.clone();
-    let outcome = tokio::task::spawn_blocking(move || match &proof {
-        Proof::Password(password) => backend.login(&user, password),
-        // SPEC §10: APOP and CRAM-MD5 against the mail secret.
-        Proof::Apop { .. } | Proof::CramMd5 { .. } => backend.digest_login(&user, &proof),
-    })
-    .await;
-    match outcome {
-        Ok(Ok(LoginOutcome::Accepted(mailbox))) => {
-            shared.throttle.succeeded(peer.ip());
-            let key = mailbox.id.to_string();
-            state.mailbox = Some(mailbox);
-            Response::Ok { mailbox: key }
-        }
-        Ok(Ok(LoginOutcome::Locked { mailbox, rule })) => {
-            tracing::info!(%peer, user = %mailbox.address, reason = "locked by the administrator", rule, "pop3 login refused");
-            Response::Locked
-        }
-        Ok(Ok(LoginOutcome::Refused(reason))) => {
-            tracing::info!(%peer, user = %username, reason = reason.describe(), "pop3 login refused");
-            refuse(shared, peer).await
-        }
-        Ok(Err(e)) => {
-            tracing::error!(%peer, "login check failed: {e}");
-            Response::TempFail
-        }
-        Err(e) => {
-            tracing::error!(%peer, "login check panicked: {e}");
-            Response::TempFail
-        }
-    }
-}
-
-async fn refuse(shared: &Arc<Shared>, peer: SocketAddr) -> Response {
-    let delay = shared.throttle.failed(peer.ip(), Instant::now());
-    tokio::time::sleep(delay).await;
-    Response::BadCredentials
-}
-
 /// R20: takes the mailbox for this session (or `InUse`) and snapshots its messages; mail that
 /// arrives later shows up in the next session.
 async fn open(shared: &Arc<Shared>, peer: SocketAddr, state: &mut Maildrop) -> Response {
@@ -238,8 +161,10 @@ async fn open(shared: &Arc<Shared>, peer: SocketAddr, state: &mut Maildrop) -> R
     };
     let backend = Arc::clone(&shared.backend);
     let listed = tokio::task::spawn_blocking(move || {
-        let dir = backend.maildir_of(&mailbox)?;
-        maildir::list_inbox(&dir).map_err(|e| e.to_string())
+        let dir = backend
+            .maildir_of(&mailbox)
+            .map_err(std::io::Error::other)?;
+        maildir::list_inbox(&dir)
     })
     .await;
     match listed {

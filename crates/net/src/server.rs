@@ -14,63 +14,13 @@ use tokio_rustls::TlsAcceptor;
 
 use super::admission::{Admission, Refusal};
 use super::backend::Backend;
+use super::hub::Hub;
+use super::shared::{Service, Shared, stopped};
 use super::throttle::Throttle;
 use super::tls::{self, CertPaths};
 use dirmail_config::Config;
-
-/// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    /// SMTP relay/MX port (STARTTLS offered).
-    Smtp,
-    /// Submission (RFC 6409): AUTH required.
-    Submission,
-    /// Submission over implicit TLS (RFC 8314).
-    Smtps,
-    Pop3,
-    /// POP3 over implicit TLS.
-    Pop3s,
-    /// IMAP (STARTTLS offered).
-    Imap,
-    /// IMAP over implicit TLS.
-    Imaps,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Smtp => "smtp",
-            Service::Submission => "submission",
-            Service::Smtps => "smtps",
-            Service::Pop3 => "pop3",
-            Service::Pop3s => "pop3s",
-            Service::Imap => "imap",
-            Service::Imaps => "imaps",
-        }
-    }
-
-    pub fn implicit_tls(self) -> bool {
-        matches!(self, Service::Smtps | Service::Pop3s | Service::Imaps)
-    }
-}
-
-/// What every connection of the server shares.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub backend: Arc<Backend>,
-    pub tls: TlsAcceptor,
-    pub throttle: Throttle,
-    /// IMAP sessions waiting for news of the mailboxes they have open.
-    pub imap: super::imap::Hub,
-    /// Becomes `true` when the server is stopping.
-    pub stopping: watch::Receiver<bool>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
-}
+use dirmail_proto::session::{Busy, Session};
+use dirmail_proto::{imap, pop3, smtp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -198,7 +148,7 @@ pub async fn run(
         backend,
         tls,
         throttle: Throttle::default(),
-        imap: super::imap::Hub::default(),
+        imap: Hub::default(),
         stopping,
     });
     let admission = Admission::new(config.limits.socket_max, config.limits.per_address_max);
@@ -295,24 +245,20 @@ async fn refuse_busy(
 ) {
     use tokio::io::AsyncWriteExt;
     let why = match refusal {
-        Refusal::Full => "Too many connections, try again later",
-        Refusal::AddressShare => "Too many connections from your address, try again later",
+        Refusal::Full => Busy::Full,
+        Refusal::AddressShare => Busy::AddressShare,
     };
-    let line = match service {
-        Service::Smtp | Service::Submission => format!("421 4.7.0 {why}\r\n"),
-        Service::Pop3 => format!("-ERR [SYS/TEMP] {why}\r\n"),
-        Service::Imap => format!("* BYE [UNAVAILABLE] {why}\r\n"),
+    let mut line = Vec::new();
+    match service {
+        Service::Smtp | Service::Submission => smtp::Session::write_busy(why, &mut line),
+        Service::Pop3 => pop3::Session::write_busy(why, &mut line),
+        Service::Imap => imap::Session::write_busy(why, &mut line),
         // Implicit TLS: nothing can be said before the handshake.
-        Service::Smtps | Service::Pop3s | Service::Imaps => String::new(),
-    };
+        Service::Smtps | Service::Pop3s | Service::Imaps => {}
+    }
     let _ = tokio::time::timeout(write_timeout, async {
-        tcp.write_all(line.as_bytes()).await?;
+        tcp.write_all(&line).await?;
         tcp.shutdown().await
     })
     .await;
-}
-
-/// Completes once the server is stopping (or the sender is gone, which means the same).
-pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|s| *s).await;
 }

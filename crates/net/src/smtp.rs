@@ -1,5 +1,5 @@
-//! The SMTP driver: joins a [`proto::smtp::Session`](dirmail_proto::smtp::Session) to a socket
-//! and answers its requests from the [`Backend`](super::backend::Backend).
+//! SMTP's side of the [`driver`](super::driver): the session's settings, and the answers to
+//! its requests (logins, recipients, deliveries) from the [`Backend`](super::backend::Backend).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,29 +7,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::{DeliveryOutcome, RecipientVerdict};
-use super::conn::Conn;
-use super::server::{Service, Shared, stopped};
-use dirmail_config::PlaintextAuth;
-use dirmail_directory::login::LoginOutcome;
-use dirmail_proto::auth::{Credentials, Proof};
+use super::driver::{self, Handler};
+use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
+use super::shared::{Service, Shared};
+use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::smtp::address::RcptAddress;
 use dirmail_proto::smtp::session::{
-    Config as SessionConfig, Delivery, Event, Listener, Request, Response, Session, Target,
+    Config as SessionConfig, Delivery, Listener, Request, Response, Session, Target,
 };
 use dirmail_store::MailboxRow;
-
-/// May a clear-text password cross this connection before TLS?
-pub fn plaintext_allowed_before_tls(policy: PlaintextAuth, peer: SocketAddr) -> bool {
-    match policy {
-        PlaintextAuth::Tls => false,
-        PlaintextAuth::Loopback => peer.ip().to_canonical().is_loopback(),
-        PlaintextAuth::Always => true,
-    }
-}
 
 fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> SessionConfig {
     let c = &shared.config;
@@ -48,20 +37,6 @@ fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> Sessio
     config
 }
 
-/// A challenge no other session gets (RFC 2195): `<random.time@hostname>`.
-pub fn unique_challenge(hostname: &str) -> String {
-    use argon2::password_hash::rand_core::{OsRng, RngCore};
-    format!(
-        "<{}.{}.{}@{hostname}>",
-        std::process::id(),
-        OsRng.next_u64(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    )
-}
-
 /// Serves one SMTP connection until the client quits, the session closes it, or the server
 /// stops (then idle sessions get `421`; a delivery under way finishes first).
 pub async fn serve(
@@ -70,194 +45,96 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
-    if service.implicit_tls() {
-        conn.upgrade(&shared.tls).await?;
-    }
+    let conn = driver::connect(service, tcp, &shared).await?;
     let mut config = session_config(&shared, service, peer);
-    {
-        let backend = Arc::clone(&shared.backend);
-        config.offer_cram_md5 = tokio::task::spawn_blocking(move || backend.any_mail_secrets())
-            .await
-            .unwrap_or(false);
-        config.cram_challenge = unique_challenge(&shared.config.server.hostname);
-    }
-    let mut session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
-    let mut out = session.greeting().to_bytes();
-    // Accepted local recipients of the current transaction, by the key the core carries.
-    let mut locals: HashMap<String, (MailboxRow, PathBuf)> = HashMap::new();
-    let mut stopping = shared.stopping.clone();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        while let Some(event) = session.poll() {
-            match event {
-                Event::Reply(reply) => out.extend_from_slice(&reply.to_bytes()),
-                Event::Request(request) => {
-                    flush(&mut conn, &mut out).await?;
-                    let response = answer(&shared, peer, request, &mut locals).await;
-                    if let Err(e) = session.answer(response) {
-                        tracing::error!(%peer, "smtp core refused an answer: {e}");
-                        return Ok(());
+    let backend = Arc::clone(&shared.backend);
+    config.offer_cram_md5 = tokio::task::spawn_blocking(move || backend.any_mail_secrets())
+        .await
+        .unwrap_or(false);
+    config.cram_challenge = unique_challenge(&shared.config.server.hostname);
+    let session = Session::new(config, peer.ip(), conn.is_tls(), Instant::now());
+    let mut handler = Smtp {
+        shared: Arc::clone(&shared),
+        peer,
+        locals: HashMap::new(),
+    };
+    driver::run(conn, session, &mut handler, &shared, peer).await
+}
+
+/// What SMTP keeps beside the core.
+struct Smtp {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// Accepted local recipients of the current transaction, by the key the core carries.
+    locals: HashMap<String, (MailboxRow, PathBuf)>,
+}
+
+impl Handler<Session> for Smtp {
+    async fn answer(&mut self, request: Request) -> Response {
+        let (shared, peer) = (&self.shared, self.peer);
+        match request {
+            Request::Authenticate(credentials) => {
+                match log_in(shared, peer, LoginService::Smtp, credentials).await {
+                    LoginAnswer::Accepted(mailbox) => {
+                        tracing::info!(%peer, user = %mailbox.address, "smtp login");
+                        Response::AuthOk {
+                            identity: mailbox.address.to_string(),
+                            own_addresses: shared.backend.own_addresses(&mailbox),
+                        }
                     }
-                }
-                Event::StartTls => {
-                    flush(&mut conn, &mut out).await?;
-                    conn.upgrade(&shared.tls).await?;
-                    session.tls_started(Instant::now());
-                }
-                Event::Close => {
-                    flush(&mut conn, &mut out).await?;
-                    let _ = conn.shutdown().await;
-                    return Ok(());
+                    // `Locked` never comes: R13 lets a locked mailbox send, and the login
+                    // decision knows SMTP asks to send.
+                    LoginAnswer::Locked | LoginAnswer::Unavailable => Response::TempFail,
+                    LoginAnswer::BadCredentials => Response::BadCredentials,
                 }
             }
-        }
-        flush(&mut conn, &mut out).await?;
-        let deadline = session.deadline();
-        tokio::select! {
-            read = conn.read(&mut buf) => {
-                let n = read?;
-                if n == 0 {
-                    return Ok(());
-                }
-                session.feed(&buf[..n], Instant::now());
+            Request::CheckRecipient(address) => {
+                check_recipient(shared, peer, address, &mut self.locals).await
             }
-            _ = sleep_until(deadline) => session.timeout(Instant::now()),
-            _ = stopped(&mut stopping) => {
-                let bye = format!("421 4.3.2 {} Service shutting down\r\n", shared.config.server.hostname);
-                let _ = conn.write_all(bye.as_bytes()).await;
-                let _ = conn.shutdown().await;
-                return Ok(());
-            }
+            Request::Deliver(delivery) => deliver(shared, peer, delivery, &mut self.locals).await,
         }
     }
 }
 
-pub async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-pub async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> std::io::Result<()> {
-    if !out.is_empty() {
-        conn.write_all(out).await?;
-        conn.flush().await?;
-        out.clear();
-    }
-    Ok(())
-}
-
-async fn answer(
+async fn check_recipient(
     shared: &Arc<Shared>,
     peer: SocketAddr,
-    request: Request,
+    address: RcptAddress,
     locals: &mut HashMap<String, (MailboxRow, PathBuf)>,
 ) -> Response {
-    match request {
-        Request::Authenticate(credentials) => authenticate(shared, peer, credentials).await,
-        Request::CheckRecipient(address) => {
-            let (local_part, domain) = match &address {
-                RcptAddress::Postmaster => ("postmaster".to_owned(), None),
-                RcptAddress::Mailbox { local_part, domain } => {
-                    (local_part.clone(), Some(domain.clone()))
-                }
-            };
-            let backend = Arc::clone(&shared.backend);
-            let verdict = tokio::task::spawn_blocking(move || {
-                backend.check_recipient(&local_part, domain.as_deref())
-            })
-            .await;
-            match verdict {
-                Ok(Ok(RecipientVerdict::Local {
-                    mailbox,
-                    maildir,
-                    quota_left,
-                })) => {
-                    let key = mailbox.id.to_string();
-                    locals.insert(key.clone(), (mailbox, maildir));
-                    Response::Local {
-                        mailbox: key,
-                        quota_left,
-                    }
-                }
-                Ok(Ok(RecipientVerdict::LocalUnknown)) => Response::LocalUnknown,
-                Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
-                Ok(Err(e)) => {
-                    tracing::error!(%peer, "recipient lookup failed: {e}");
-                    Response::TempFail
-                }
-                Err(e) => {
-                    tracing::error!(%peer, "recipient lookup panicked: {e}");
-                    Response::TempFail
-                }
-            }
-        }
-        Request::Deliver(delivery) => deliver(shared, peer, delivery, locals).await,
-    }
-}
-
-async fn authenticate(
-    shared: &Arc<Shared>,
-    peer: SocketAddr,
-    credentials: Credentials,
-) -> Response {
-    let Credentials {
-        authzid,
-        username,
-        proof,
-    } = credentials;
-    if authzid
-        .as_deref()
-        .is_some_and(|z| !z.eq_ignore_ascii_case(&username))
-    {
-        tracing::info!(%peer, user = %username, reason = "asked to act as another identity", "smtp login refused");
-        return refuse_login(shared, peer).await;
-    }
+    let (local_part, domain) = match &address {
+        RcptAddress::Postmaster => ("postmaster".to_owned(), None),
+        RcptAddress::Mailbox { local_part, domain } => (local_part.clone(), Some(domain.clone())),
+    };
     let backend = Arc::clone(&shared.backend);
-    let user = username.clone();
-    let outcome = tokio::task::spawn_blocking(move || match &proof {
-        // sparequired 1 refuses clear-text logins (SPEC §7).
-        Proof::Password(_) if backend.spa_required()? => Ok(None),
-        Proof::Password(password) => backend.login(&user, password).map(Some),
-        // SPEC §10: CRAM-MD5 against the mail secret.
-        Proof::CramMd5 { .. } | Proof::Apop { .. } => backend.digest_login(&user, &proof).map(Some),
+    let verdict = tokio::task::spawn_blocking(move || {
+        backend.check_recipient(&local_part, domain.as_deref())
     })
     .await;
-    match outcome {
-        // R13: a locked mailbox may still send.
-        Ok(Ok(Some(LoginOutcome::Accepted(mailbox) | LoginOutcome::Locked { mailbox, .. }))) => {
-            shared.throttle.succeeded(peer.ip());
-            tracing::info!(%peer, user = %mailbox.address, "smtp login");
-            Response::AuthOk {
-                identity: mailbox.address.to_string(),
-                own_addresses: shared.backend.own_addresses(&mailbox),
+    match verdict {
+        Ok(Ok(RecipientVerdict::Local {
+            mailbox,
+            maildir,
+            quota_left,
+        })) => {
+            let key = mailbox.id.to_string();
+            locals.insert(key.clone(), (mailbox, maildir));
+            Response::Local {
+                mailbox: key,
+                quota_left,
             }
         }
-        Ok(Ok(Some(LoginOutcome::Refused(reason)))) => {
-            tracing::info!(%peer, user = %username, reason = reason.describe(), "smtp login refused");
-            refuse_login(shared, peer).await
-        }
-        Ok(Ok(None)) => {
-            tracing::info!(%peer, user = %username, reason = "clear-text login while sparequired is 1", "smtp login refused");
-            refuse_login(shared, peer).await
-        }
+        Ok(Ok(RecipientVerdict::LocalUnknown)) => Response::LocalUnknown,
+        Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
         Ok(Err(e)) => {
-            tracing::error!(%peer, "login check failed: {e}");
+            tracing::error!(%peer, "recipient lookup failed: {e}");
             Response::TempFail
         }
         Err(e) => {
-            tracing::error!(%peer, "login check panicked: {e}");
+            tracing::error!(%peer, "recipient lookup panicked: {e}");
             Response::TempFail
         }
     }
-}
-
-async fn refuse_login(shared: &Arc<Shared>, peer: SocketAddr) -> Response {
-    let delay = shared.throttle.failed(peer.ip(), Instant::now());
-    tokio::time::sleep(delay).await;
-    Response::BadCredentials
 }
 
 async fn deliver(

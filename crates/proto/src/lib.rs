@@ -6,12 +6,14 @@
 //! Each core is a `Session` with the same shape: `greeting()`, `feed(bytes, now)`, then
 //! `poll()` until it returns `None`; a `Request` event is answered with `answer(..)` before the
 //! core reads further input; `StartTls` asks the driver for the handshake, after which it
-//! calls `tls_started()`; `deadline()` says when to call `timeout(now)`.
+//! calls `tls_started()`; `deadline()` says when to call `timeout(now)`. The [`session`]
+//! trait states that shape once, so one driver runs all three.
 
 pub mod auth;
 pub mod imap;
 pub mod names;
 pub mod pop3;
+pub mod session;
 pub mod smtp;
 
 /// One line taken from an [`InputBuffer`].

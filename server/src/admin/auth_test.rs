@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::cli::AuthCommand;
 use super::{AdminError, Context, Outcome, password_arg};
-use dirmail_directory::login::{self, LoginOutcome, RefusalReason};
+use dirmail_directory::login::{self, LoginError, RefusalReason, Service};
+use dirmail_proto::auth::{Credentials, Proof};
 
 pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
     let AuthCommand::Test { login, password } = command;
@@ -24,21 +25,25 @@ pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
         }
     };
     let password = password_arg(password, "the password")?;
-    match login::check(
-        ctx.store.conn(),
-        &ctx.store.mailroot,
+    let credentials = Credentials {
+        authzid: None,
+        username: login.clone(),
+        proof: Proof::Password(password),
+    };
+    match login::decide(
+        &ctx.store,
         super::ad_of(&ctx.ad)?,
-        &login,
-        &password,
-    )? {
-        LoginOutcome::Accepted(mailbox) => Ok(Outcome::new(
+        Service::Admin,
+        &credentials,
+    ) {
+        Ok(mailbox) => Ok(Outcome::new(
             format!(
                 "Login accepted: {login} is the mailbox {}.",
                 mailbox.address
             ),
             json!({ "login": login, "mailbox": mailbox.address.to_string() }),
         )),
-        LoginOutcome::Locked { rule, mailbox } => {
+        Err(LoginError::Locked { rule, mailbox }) => {
             let what = if rule == "R13" {
                 format!("the mailbox {}", mailbox.address)
             } else {
@@ -51,16 +56,17 @@ pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
                 ),
             ))
         }
-        LoginOutcome::Refused(RefusalReason::AmbiguousBareName) => Err(AdminError::refused(
+        Err(LoginError::Refused(RefusalReason::AmbiguousBareName)) => Err(AdminError::refused(
             "R8",
             format!(
                 "Login refused for {login:?}: {}.",
                 RefusalReason::AmbiguousBareName.describe()
             ),
         )),
-        LoginOutcome::Refused(reason) => Err(AdminError::state(format!(
+        Err(LoginError::Refused(reason)) => Err(AdminError::state(format!(
             "Login refused for {login:?}: {}.",
             reason.describe()
         ))),
+        Err(LoginError::Unavailable(e) | LoginError::Failed(e)) => Err(e.into()),
     }
 }

@@ -85,6 +85,17 @@ impl Reply {
         })))
     }
 
+    /// `* BYE [UNAVAILABLE]`: the server is stopping.
+    pub fn shutting_down() -> Reply {
+        Reply::bye(Some(code("UNAVAILABLE")), "Server shutting down")
+    }
+
+    /// `* BYE [UNAVAILABLE] why`: refused before the session starts, by the server's
+    /// connection limits.
+    pub fn too_busy(why: &str) -> Reply {
+        Reply::bye(Some(code("UNAVAILABLE")), why)
+    }
+
     /// `+ text`.
     pub fn continuation(text: &str) -> Reply {
         let request = CommandContinuationRequest::basic(None, text.to_owned())

@@ -1881,6 +1881,13 @@ impl Session {
         }
         self.finish(tag, None, "STATUS completed", true);
     }
+
+    /// The server is stopping: `* BYE [UNAVAILABLE]`, then close.
+    pub fn stop(&mut self) {
+        if !self.is_closed() {
+            self.close_with(Reply::shutting_down());
+        }
+    }
 }
 
 fn max_frame(config: &Config) -> u32 {

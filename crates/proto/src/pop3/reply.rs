@@ -59,6 +59,19 @@ impl Reply {
         Reply::Err(Some(code), clean(text.into()))
     }
 
+    /// The server is stopping. Deletions happen only at QUIT (R20), so none happened.
+    pub fn shutting_down() -> Self {
+        Reply::err_code(
+            RespCode::SysTemp,
+            "Server shutting down; nothing was deleted",
+        )
+    }
+
+    /// Refused before the session starts: the server's connection limits (`why` says which).
+    pub fn too_busy(why: &str) -> Self {
+        Reply::err_code(RespCode::SysTemp, why)
+    }
+
     pub fn is_ok(&self) -> bool {
         !matches!(self, Reply::Err(..))
     }

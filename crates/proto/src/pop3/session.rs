@@ -732,4 +732,11 @@ impl Session {
             self.refuse(reply);
         }
     }
+
+    /// The server is stopping: `-ERR [SYS/TEMP]`, then close, deleting nothing (R20).
+    pub fn stop(&mut self) {
+        if !self.is_closed() {
+            self.close_with(Reply::shutting_down());
+        }
+    }
 }

@@ -160,6 +160,14 @@ impl Reply {
             format!("{hostname} Too much pipelined input, closing connection"),
         )
     }
+    /// The server is stopping; a delivery under way has finished first.
+    pub fn shutting_down(hostname: &str) -> Reply {
+        r(421, (4, 3, 2), format!("{hostname} Service shutting down"))
+    }
+    /// Refused before the session starts: the server's connection limits (`why` says which).
+    pub fn too_busy(why: &str) -> Reply {
+        r(421, (4, 7, 0), why.to_owned())
+    }
     pub fn too_many_recipients() -> Reply {
         r(452, (4, 5, 3), "Too many recipients")
     }

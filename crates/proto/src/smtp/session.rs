@@ -770,4 +770,12 @@ impl Session {
         };
         self.reply(reply);
     }
+
+    /// The server is stopping: `421`, then close. The driver calls it only while the session
+    /// waits for the client, so a delivery under way has finished first.
+    pub fn stop(&mut self) {
+        if !self.is_closed() {
+            self.close_with(Reply::shutting_down(&self.config.hostname));
+        }
+    }
 }

@@ -1,0 +1,71 @@
+//! What every connection of a running server shares, and what kind of listener it came
+//! through. Below the drivers and [`server`](super::server) alike, so neither reaches up.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::backend::Backend;
+use super::hub::Hub;
+use super::throttle::Throttle;
+use dirmail_config::Config;
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// SMTP relay/MX port (STARTTLS offered).
+    Smtp,
+    /// Submission (RFC 6409): AUTH required.
+    Submission,
+    /// Submission over implicit TLS (RFC 8314).
+    Smtps,
+    Pop3,
+    /// POP3 over implicit TLS.
+    Pop3s,
+    /// IMAP (STARTTLS offered).
+    Imap,
+    /// IMAP over implicit TLS.
+    Imaps,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Smtps => "smtps",
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
+        }
+    }
+
+    pub fn implicit_tls(self) -> bool {
+        matches!(self, Service::Smtps | Service::Pop3s | Service::Imaps)
+    }
+}
+
+/// What every connection of the server shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub backend: Arc<Backend>,
+    pub tls: TlsAcceptor,
+    pub throttle: Throttle,
+    /// IMAP sessions waiting for news of the mailboxes they have open.
+    pub imap: Hub,
+    /// Becomes `true` when the server is stopping.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Completes once the server is stopping (or the sender is gone, which means the same).
+pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
