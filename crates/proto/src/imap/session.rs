@@ -1501,12 +1501,11 @@ impl Session {
                 match then {
                     Then::Complete(Completion { tag, code, text }) => self.ok(tag, code, text),
                     Then::EnterIdle(tag) => self.enter_idle(tag),
-                    Then::Idle(tag) => {
-                        self.state = State::Idle(tag);
-                        if self.view.as_ref().is_some_and(|v| v.dirty) {
-                            self.poke();
-                        }
-                    }
+                    // Back to idling, without asking again: a refresh that failed (the
+                    // folder was renamed away or deleted) would fail the same way at once,
+                    // a loop without end. `dirty` stays set, so the next poke or command
+                    // tries again.
+                    Then::Idle(tag) => self.state = State::Idle(tag),
                 }
             }
             (

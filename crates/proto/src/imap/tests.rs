@@ -1066,3 +1066,28 @@ fn store_ops_apply() {
         Flags::SEEN.union(Flags::DRAFT)
     );
 }
+
+/// Fuzz finding (`fuzz/regressions/imap_session/idle-in-a-vanished-folder`): a refresh that
+/// fails while idling (the selected folder was renamed away or deleted, here by another
+/// session) asked again at once, and again, for as long as the driver answered: one
+/// connection kept a core and its store busy without end.
+#[test]
+fn idle_in_a_vanished_folder_does_not_spin() {
+    let mut h = Harness::logged_in();
+    h.send("a1 SELECT Archive").ends("a1 OK [READ-WRITE]");
+    h.send("a3 IDLE").ends("+ idling");
+    h.driver.folders.remove("Archive");
+    h.driver.selected = None;
+    let before = h.driver.requests.len();
+    h.poke().lacks("a3 OK");
+    let refreshes = h.driver.requests.len() - before;
+    assert_eq!(refreshes, 1, "one poke, one refresh");
+    assert!(h.session.is_idle(), "still idling, waiting for the client");
+    h.poke();
+    assert_eq!(
+        h.driver.requests.len() - before,
+        2,
+        "each poke tries again, once"
+    );
+    h.send("DONE").ends("a3 OK IDLE terminated");
+}
