@@ -392,7 +392,7 @@ fn greeting_and_capabilities_before_tls() {
     let mut h = Harness::with(Config::new("mail.example.jp"), false);
     let greeting = String::from_utf8(h.session.greeting().to_bytes()).unwrap();
     assert!(
-        greeting.starts_with("* OK [CAPABILITY IMAP4REV1 "),
+        greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "),
         "{greeting}"
     );
     assert!(greeting.contains("STARTTLS LOGINDISABLED]"), "{greeting}");
@@ -429,7 +429,7 @@ fn plaintext_allowed_by_configuration() {
         .has("AUTH=PLAIN")
         .lacks("LOGINDISABLED");
     h.send("a2 LOGIN user@example.jp secret")
-        .ends("a2 OK [CAPABILITY IMAP4REV1");
+        .ends("a2 OK [CAPABILITY IMAP4rev1");
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn logins_and_their_refusals() {
     h.send("a3 LOGIN temp secret").ends("a3 NO [UNAVAILABLE]");
     h.send("a4 LOGIN \"user@example.jp\" {6}").ends("+ Ready");
     h.send("secret")
-        .ends("a4 OK [CAPABILITY IMAP4REV1")
+        .ends("a4 OK [CAPABILITY IMAP4rev1")
         .lacks("STARTTLS");
     h.send("a5 LOGIN user@example.jp secret").ends("a5 BAD");
 }
