@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::maildir::{arrival_key, unique_name};
+
 pub use dirmail_proto::imap::mailbox::{
     DELIMITER, FlagOp, Flags, FolderStatus, INBOX, InvalidName, MAX_NAME_LEN, check_name,
 };
@@ -311,25 +313,6 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// A name unique on this host: `secs.M<micros>P<pid>I<n>.<host>`. The `I` keeps it apart from
-/// the names SMTP delivery makes with its own counter.
-fn unique_name(hostname: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let host: String = hostname
-        .chars()
-        .map(|c| if c == '/' || c == ':' { '_' } else { c })
-        .collect();
-    format!(
-        "{}.M{}P{}I{n}.{host}",
-        now.as_secs(),
-        now.subsec_micros(),
-        std::process::id()
-    )
-}
-
 fn make_folder(dir: &Path) -> Result<(), FolderError> {
     match fs::create_dir(dir) {
         Ok(()) => {}
@@ -575,6 +558,9 @@ impl Folder {
         // A file seen in both (moved while listed) counts once, in `cur/`.
         found.sort_by(|a, b| a.unique.cmp(&b.unique).then(b.file.cmp(&a.file)));
         found.dedup_by(|later, first| later.unique == first.unique);
+        // New messages get their UIDs in arrival order, as POP3 numbers them: by the numbers
+        // in the name, since older names (and other tools') do not pad the microseconds.
+        found.sort_by_cached_key(|f| arrival_key(&f.unique));
 
         let unknown = found.iter().any(|f| !self.index.contains_key(&f.unique));
         let mut list = if unknown || reload || self.uidvalidity == 0 {
