@@ -1053,6 +1053,25 @@ mod tests {
     }
 
     #[test]
+    fn new_messages_are_numbered_in_arrival_order() {
+        let (_root, store) = mailstore();
+        // Older names, unpadded: as text, M1000 sorts before M999.
+        for name in ["1700000000.M1000P1I1.h,S=3", "1700000000.M999P1I0.h,S=3"] {
+            fs::write(store.root().join("new").join(name), "one").unwrap();
+        }
+        deliver(&store, "Subject: 3\r\n\r\nthree\r\n");
+        let folder = Folder::open(&store, "INBOX", true).unwrap();
+        let order: Vec<(u32, &str)> = folder
+            .entries()
+            .iter()
+            .map(|e| (e.uid, e.unique().split(".h").next().unwrap_or("")))
+            .collect();
+        assert_eq!(order[0], (1, "1700000000.M999P1I0"));
+        assert_eq!(order[1], (2, "1700000000.M1000P1I1"));
+        assert_eq!(order[2].0, 3, "delivered now, after both");
+    }
+
+    #[test]
     fn store_expunge_and_the_next_uid() {
         let (_root, store) = mailstore();
         deliver(&store, "Subject: 1\r\n\r\none\r\n");
