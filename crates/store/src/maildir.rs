@@ -127,20 +127,24 @@ pub fn size_in_name(name: &str) -> Option<u64> {
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-static DELIVERY_COUNTER: AtomicU64 = AtomicU64::new(0);
+static UNIQUE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A name unique on this host for this process: `secs.M<micros>P<pid>Q<n>.<host>` (the
-/// Maildir convention), so concurrent deliveries never collide.
-fn unique_name(hostname: &str) -> String {
+/// Maildir convention), so concurrent deliveries never collide. Every message the server
+/// makes is named here: SMTP delivery, and APPEND and COPY into IMAP folders (which once had
+/// a copy of their own writing `I<n>` and unpadded microseconds; [`arrival_key`] still reads
+/// those).
+pub(crate) fn unique_name(hostname: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let n = DELIVERY_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let n = UNIQUE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let host: String = hostname
         .chars()
         .map(|c| if c == '/' || c == ':' { '_' } else { c })
         .collect();
-    // Microseconds zero-padded, so names sort in delivery order (POP3 numbers by it).
+    // Microseconds zero-padded, so names sort in arrival order even compared as text (POP3
+    // numbers by it, IMAP gives new messages their UIDs in it).
     format!(
         "{}.M{:06}P{}Q{n}.{host}",
         now.as_secs(),
@@ -224,7 +228,7 @@ pub fn list_inbox(maildir: &Path) -> std::io::Result<Vec<MessageFile>> {
 
 /// Sorts Maildir unique names in arrival order: `<secs>.M<micros>…` by the numbers (other
 /// tools, and dirmail before it padded them, write the microseconds unpadded), then by name.
-fn arrival_key(uid: &str) -> (u64, u64, String) {
+pub(crate) fn arrival_key(uid: &str) -> (u64, u64, String) {
     let mut parts = uid.splitn(2, '.');
     let secs = parts
         .next()
@@ -353,6 +357,17 @@ mod tests {
                 bytes: 137
             }
         );
+    }
+
+    #[test]
+    fn unique_names_pad_the_microseconds() {
+        let name = unique_name("mx/1:a");
+        let (secs, rest) = name.split_once(".M").unwrap();
+        assert!(secs.parse::<u64>().is_ok(), "{name}");
+        let micros: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        assert_eq!(micros.len(), 6, "{name}");
+        assert!(name.ends_with(".mx_1_a"), "{name}");
+        assert_ne!(unique_name("h"), unique_name("h"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! frames and decodes the commands and encodes the replies; nothing here parses IMAP syntax by
 //! hand.
 //!
-//! - `session.rs`: the not-authenticated / authenticated / selected / IDLE state machine.
+//! - `session.rs`: the not-authenticated / authenticated / selected / IDLE state machine, the
+//!   framing and the dispatch; `session/` the command groups, each command's start beside its
+//!   continuation (`auth.rs`, `mailboxes.rs`, `messages.rs`, `idle.rs`).
 //! - `view.rs`: the selected folder as this session sees it; sequence sets; updates.
 //! - `fetch.rs`, `search.rs`: FETCH items and SEARCH keys for one message.
 //! - `mime.rs`: sections, ENVELOPE and BODYSTRUCTURE (with mail-parser).

@@ -29,6 +29,7 @@ impl Reply {
 
     /// Appends the wire form to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         let encoded = match self {
             Reply::Greeting(greeting) => GreetingCodec::default().encode(greeting),
             Reply::Response(response) => ResponseCodec::default().encode(response),
@@ -41,6 +42,25 @@ impl Reply {
                 }
             }
         }
+        if self.lists_capabilities() {
+            respell_imap4rev1(out.get_mut(start..).unwrap_or_default());
+        }
+    }
+
+    /// True for a reply that carries a capability list, as data or as a response code.
+    fn lists_capabilities(&self) -> bool {
+        let code = match self {
+            Reply::Greeting(greeting) => greeting.code.as_ref(),
+            Reply::Response(Response::Data(data)) => {
+                return matches!(data, Data::Capability(_));
+            }
+            Reply::Response(Response::Status(status)) => match status {
+                Status::Untagged(body) | Status::Tagged(Tagged { body, .. }) => body.code.as_ref(),
+                Status::Bye(bye) => bye.code.as_ref(),
+            },
+            Reply::Response(_) => None,
+        };
+        matches!(code, Some(Code::Capability(_)))
     }
 
     pub fn data(data: Data<'static>) -> Reply {
@@ -135,6 +155,25 @@ impl Reply {
     }
 }
 
+/// RFC 3501 spells the capability `IMAP4rev1`; imap-types prints every capability in upper
+/// case, and clients and scanners that compare it case-sensitively do not recognise the
+/// server. The list always starts with it (`Session::capabilities`), so it is the word right
+/// after the first `CAPABILITY ` (the code or data comes before any text); a tag cannot hold
+/// a space, so a tag spelled `CAPABILITY` is not followed by it.
+fn respell_imap4rev1(wire: &mut [u8]) {
+    const UPPER: &[u8] = b"CAPABILITY IMAP4REV1";
+    let Some(at) = wire.windows(UPPER.len()).position(|w| w == UPPER) else {
+        return;
+    };
+    let end = at + UPPER.len();
+    if !matches!(wire.get(end), Some(b' ' | b']' | b'\r')) {
+        return;
+    }
+    if let Some(word) = wire.get_mut(end - "IMAP4REV1".len()..end) {
+        word.copy_from_slice(b"IMAP4rev1");
+    }
+}
+
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
@@ -207,6 +246,43 @@ mod tests {
         assert_eq!(wire(Reply::challenge("")), "+ \r\n");
         assert_eq!(wire(Reply::challenge("VXNlcm5hbWU6")), "+ VXNlcm5hbWU6\r\n");
         assert_eq!(wire(Reply::bye(None, "")), "* BYE done\r\n");
+    }
+
+    #[test]
+    fn imap4rev1_spelled_as_in_rfc_3501() {
+        use imap_types::core::Vec1;
+        use imap_types::response::Capability;
+        let caps = || Vec1::try_from(vec![Capability::Imap4Rev1, Capability::Idle]).unwrap();
+        assert_eq!(
+            wire(Reply::data(Data::Capability(caps()))),
+            "* CAPABILITY IMAP4rev1 IDLE\r\n"
+        );
+        assert_eq!(
+            wire(Reply::greeting(
+                Some(Code::Capability(caps())),
+                "CAPABILITY IMAP4REV1 ready"
+            )),
+            "* OK [CAPABILITY IMAP4rev1 IDLE] CAPABILITY IMAP4REV1 ready\r\n"
+        );
+        let tag = Tag::try_from("CAPABILITY").unwrap();
+        assert_eq!(
+            wire(Reply::tagged(
+                tag,
+                StatusKind::Ok,
+                Some(Code::Capability(Vec1::from(Capability::Imap4Rev1))),
+                "done"
+            )),
+            "CAPABILITY OK [CAPABILITY IMAP4rev1] done\r\n"
+        );
+        // Only replies that list capabilities: text is left as it is.
+        assert_eq!(
+            wire(Reply::untagged(
+                StatusKind::Ok,
+                None,
+                "CAPABILITY IMAP4REV1 "
+            )),
+            "* OK CAPABILITY IMAP4REV1 \r\n"
+        );
     }
 
     #[test]

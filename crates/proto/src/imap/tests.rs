@@ -392,7 +392,7 @@ fn greeting_and_capabilities_before_tls() {
     let mut h = Harness::with(Config::new("mail.example.jp"), false);
     let greeting = String::from_utf8(h.session.greeting().to_bytes()).unwrap();
     assert!(
-        greeting.starts_with("* OK [CAPABILITY IMAP4REV1 "),
+        greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "),
         "{greeting}"
     );
     assert!(greeting.contains("STARTTLS LOGINDISABLED]"), "{greeting}");
@@ -429,7 +429,7 @@ fn plaintext_allowed_by_configuration() {
         .has("AUTH=PLAIN")
         .lacks("LOGINDISABLED");
     h.send("a2 LOGIN user@example.jp secret")
-        .ends("a2 OK [CAPABILITY IMAP4REV1");
+        .ends("a2 OK [CAPABILITY IMAP4rev1");
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn logins_and_their_refusals() {
     h.send("a3 LOGIN temp secret").ends("a3 NO [UNAVAILABLE]");
     h.send("a4 LOGIN \"user@example.jp\" {6}").ends("+ Ready");
     h.send("secret")
-        .ends("a4 OK [CAPABILITY IMAP4REV1")
+        .ends("a4 OK [CAPABILITY IMAP4rev1")
         .lacks("STARTTLS");
     h.send("a5 LOGIN user@example.jp secret").ends("a5 BAD");
 }
@@ -1065,4 +1065,29 @@ fn store_ops_apply() {
         FlagOp::Add.apply(Flags::SEEN, Flags::DRAFT),
         Flags::SEEN.union(Flags::DRAFT)
     );
+}
+
+/// Fuzz finding (`fuzz/regressions/imap_session/idle-in-a-vanished-folder`): a refresh that
+/// fails while idling (the selected folder was renamed away or deleted, here by another
+/// session) asked again at once, and again, for as long as the driver answered: one
+/// connection kept a core and its store busy without end.
+#[test]
+fn idle_in_a_vanished_folder_does_not_spin() {
+    let mut h = Harness::logged_in();
+    h.send("a1 SELECT Archive").ends("a1 OK [READ-WRITE]");
+    h.send("a3 IDLE").ends("+ idling");
+    h.driver.folders.remove("Archive");
+    h.driver.selected = None;
+    let before = h.driver.requests.len();
+    h.poke().lacks("a3 OK");
+    let refreshes = h.driver.requests.len() - before;
+    assert_eq!(refreshes, 1, "one poke, one refresh");
+    assert!(h.session.is_idle(), "still idling, waiting for the client");
+    h.poke();
+    assert_eq!(
+        h.driver.requests.len() - before,
+        2,
+        "each poke tries again, once"
+    );
+    h.send("DONE").ends("a3 OK IDLE terminated");
 }

@@ -1,0 +1,241 @@
+//! A mailbox's folders on a temporary directory: UIDs given once and kept, flags in names,
+//! folder operations, and what other sessions and tools see.
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::lock::LOCK_FILE;
+use super::*;
+
+fn mailstore() -> (tempfile::TempDir, Mailstore) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("box");
+    crate::maildir::create(&dir).unwrap();
+    (root, Mailstore::new(dir, "mail.example.jp"))
+}
+
+fn deliver(store: &Mailstore, text: &str) -> PathBuf {
+    crate::maildir::deliver(store.root(), "mail.example.jp", text.as_bytes()).unwrap()
+}
+
+#[test]
+fn flags_round_trip_through_names() {
+    let f = Flags::SEEN.union(Flags::FLAGGED);
+    assert_eq!(f.apply_to_info("Pa"), "FPSa");
+    assert_eq!(Flags::from_info("FPSa"), f);
+    assert_eq!(Flags::NONE.apply_to_info("ST"), "");
+    assert_eq!(FlagOp::Remove.apply(f, Flags::SEEN), Flags::FLAGGED);
+}
+
+#[test]
+fn names_map_into_the_maildir_only() {
+    assert_eq!(check_name("inbox").unwrap(), "INBOX");
+    assert_eq!(check_name("Inbox.Sub").unwrap(), "INBOX.Sub");
+    assert_eq!(check_name("Archive.2024").unwrap(), "Archive.2024");
+    for bad in ["", ".x", "x.", "a..b", "a/b", "..", "x\ny"] {
+        assert!(check_name(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn uids_are_given_once_and_kept() {
+    let (_root, store) = mailstore();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    deliver(&store, "Subject: 2\r\n\r\ntwo\r\n");
+    let mut a = Folder::open(&store, "INBOX", true).unwrap();
+    let uids: Vec<u32> = a.entries().iter().map(|e| e.uid).collect();
+    assert_eq!(uids, [1, 2]);
+    assert!(
+        a.entries()
+            .iter()
+            .all(|e| e.recent && e.file.starts_with("cur/"))
+    );
+    let mode = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(store.root().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(UIDLIST), 0o600, "private like the rest of the store");
+    assert_eq!(mode(LOCK_FILE), 0o600);
+    // Another session sees the same UIDs, none of them recent for it.
+    let b = Folder::open(&store, "INBOX", true).unwrap();
+    assert_eq!(
+        b.entries().iter().map(|e| e.uid).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(b.entries().iter().all(|e| !e.recent));
+    assert_eq!(a.uidvalidity(), b.uidvalidity());
+    // New mail gets the next UID, in whichever session sees it first.
+    deliver(&store, "Subject: 3\r\n\r\nthree\r\n");
+    let c = Folder::open(&store, "INBOX", false).unwrap();
+    assert_eq!(c.entries().last().map(|e| e.uid), Some(3));
+    a.scan(true).unwrap();
+    assert_eq!(a.entries().last().map(|e| e.uid), Some(3));
+    assert_eq!(a.uidnext(), 4);
+}
+
+#[test]
+fn new_messages_are_numbered_in_arrival_order() {
+    let (_root, store) = mailstore();
+    // Older names, unpadded: as text, M1000 sorts before M999.
+    for name in ["1700000000.M1000P1I1.h,S=3", "1700000000.M999P1I0.h,S=3"] {
+        fs::write(store.root().join("new").join(name), "one").unwrap();
+    }
+    deliver(&store, "Subject: 3\r\n\r\nthree\r\n");
+    let folder = Folder::open(&store, "INBOX", true).unwrap();
+    let order: Vec<(u32, &str)> = folder
+        .entries()
+        .iter()
+        .map(|e| (e.uid, e.unique().split(".h").next().unwrap_or("")))
+        .collect();
+    assert_eq!(order[0], (1, "1700000000.M999P1I0"));
+    assert_eq!(order[1], (2, "1700000000.M1000P1I1"));
+    assert_eq!(order[2].0, 3, "delivered now, after both");
+}
+
+#[test]
+fn store_expunge_and_the_next_uid() {
+    let (_root, store) = mailstore();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    deliver(&store, "Subject: 2\r\n\r\ntwo\r\n");
+    let mut a = Folder::open(&store, "INBOX", true).unwrap();
+    let mut b = Folder::open(&store, "INBOX", true).unwrap();
+    let changed = a
+        .store(&[2], FlagOp::Add, Flags::DELETED.union(Flags::SEEN))
+        .unwrap();
+    assert_eq!(changed, [(2, Flags::DELETED.union(Flags::SEEN))]);
+    // b still has the old name; it follows the rename.
+    assert!(b.read(2).unwrap().is_some());
+    b.store(&[2], FlagOp::Add, Flags::FLAGGED).unwrap();
+    a.scan(true).unwrap();
+    assert_eq!(
+        a.entries()[1].flags,
+        Flags::DELETED.union(Flags::SEEN).union(Flags::FLAGGED)
+    );
+    assert_eq!(
+        a.expunge(&[1, 2]).unwrap(),
+        [2],
+        "only \\Deleted messages go"
+    );
+    b.scan(true).unwrap();
+    assert_eq!(b.entries().len(), 1);
+    assert_eq!(b.read(2).unwrap(), None);
+    // The UID of an expunged message is never given again.
+    deliver(&store, "Subject: 3\r\n\r\nthree\r\n");
+    b.scan(true).unwrap();
+    assert_eq!(b.entries().last().map(|e| e.uid), Some(3));
+}
+
+#[test]
+fn folders_append_copy_move_rename_delete() {
+    let (_root, store) = mailstore();
+    store.create("Archive.2024").unwrap();
+    assert_eq!(store.list().unwrap(), ["INBOX", "Archive", "Archive.2024"]);
+    assert!(
+        matches!(store.create("archive.2024"), Ok(())),
+        "names are case-sensitive"
+    );
+    assert!(matches!(
+        store.create("Archive"),
+        Err(FolderError::AlreadyExists(_))
+    ));
+    assert!(store.root().join(".Archive.2024/maildirfolder").exists());
+
+    let mut inbox = Folder::open(&store, "INBOX", true).unwrap();
+    let uid = inbox
+        .append(b"Subject: a\r\n\r\nx\r\n", Flags::SEEN, Some(1_000_000_000))
+        .unwrap();
+    assert_eq!(uid, 1);
+    assert_eq!(inbox.entries()[0].internal_date, 1_000_000_000);
+    let mut archive = Folder::open(&store, "Archive", true).unwrap();
+    let pairs = inbox.copy_to(&[1], &mut archive, false).unwrap();
+    assert_eq!(pairs, [(1, 1)]);
+    let pairs = inbox.copy_to(&[1], &mut archive, true).unwrap();
+    assert_eq!(pairs, [(1, 2)]);
+    assert!(inbox.entries().is_empty());
+    let status = store.status("Archive").unwrap();
+    assert_eq!((status.messages, status.unseen, status.uidnext), (2, 0, 3));
+    assert_eq!(archive.copy_here(&[2], false).unwrap(), [(2, 3)]);
+
+    store.rename("Archive", "Old").unwrap();
+    assert_eq!(
+        store.list().unwrap(),
+        ["INBOX", "Old", "Old.2024", "archive", "archive.2024"]
+    );
+    let old = Folder::open(&store, "Old", false).unwrap();
+    assert_eq!(
+        old.entries().len(),
+        3,
+        "messages and UIDs go with the folder"
+    );
+    assert_eq!(old.uidvalidity(), archive.uidvalidity());
+    store.delete("Old").unwrap();
+    assert_eq!(
+        store.list().unwrap(),
+        ["INBOX", "Old.2024", "archive", "archive.2024"]
+    );
+    assert!(matches!(
+        store.delete("INBOX"),
+        Err(FolderError::Refused(_))
+    ));
+    assert!(matches!(
+        Folder::open(&store, "Old", false),
+        Err(FolderError::NoSuchFolder(_))
+    ));
+
+    // A folder made again gets a new UIDVALIDITY.
+    store.create("Old").unwrap();
+    assert_ne!(
+        Folder::open(&store, "Old", false).unwrap().uidvalidity(),
+        old.uidvalidity()
+    );
+}
+
+#[test]
+fn renaming_inbox_moves_its_messages() {
+    let (_root, store) = mailstore();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    store.rename("INBOX", "Saved").unwrap();
+    assert_eq!(
+        Folder::open(&store, "INBOX", false)
+            .unwrap()
+            .entries()
+            .len(),
+        0
+    );
+    assert_eq!(
+        Folder::open(&store, "Saved", false)
+            .unwrap()
+            .entries()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn subscriptions_and_status_leave_new_alone() {
+    let (_root, store) = mailstore();
+    store.set_subscribed("Sent", true).unwrap();
+    store.set_subscribed("inbox", true).unwrap();
+    assert_eq!(store.subscriptions().unwrap(), ["INBOX", "Sent"]);
+    store.set_subscribed("Sent", false).unwrap();
+    assert_eq!(store.subscriptions().unwrap(), ["INBOX"]);
+    let path = deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    let status = store.status("INBOX").unwrap();
+    assert_eq!((status.messages, status.recent, status.unseen), (1, 1, 1));
+    assert!(path.exists(), "STATUS does not move new/ to cur/");
+}
+
+#[test]
+fn a_lost_uidlist_starts_a_new_uidvalidity() {
+    let (_root, store) = mailstore();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    let a = Folder::open(&store, "INBOX", true).unwrap();
+    fs::write(store.root().join(UIDLIST), "garbage").unwrap();
+    let b = Folder::open(&store, "INBOX", true).unwrap();
+    assert_ne!(a.uidvalidity(), b.uidvalidity());
+    assert_eq!(b.entries().len(), 1);
+}
