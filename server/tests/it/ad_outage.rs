@@ -1,16 +1,14 @@
 //! Logins over POP3 and SMTP under Active Directory, and R24: while the domain controller
 //! cannot be reached, a login fails as *temporary* (`-ERR [SYS/TEMP]`, `454 4.7.0`), never as a
-//! wrong password, and works again once the DC is back. This binary has a DC of its own, since
+//! wrong password, and works again once the DC is back. This test has a DC of its own, since
 //! it pauses and stops it.
-
-mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::common::{Scratch, Server, directory_section};
 use base64::Engine;
-use common::{Scratch, Server, directory_section};
 
 struct Client {
     reader: BufReader<TcpStream>,
