@@ -1,16 +1,16 @@
-//! The IMAP core and store on a 10,000-message mailbox: SELECT (the core building its view
-//! from the driver's snapshot, and the store scanning a real Maildir with its UID list), then
-//! `FETCH 1:* (FLAGS UID)` from the core to wire bytes. Before the timings it prints the
-//! resident memory one selected mailbox of that size costs.
+//! The IMAP core on a 10,000-message mailbox, in memory: SELECT (the core building its view
+//! from the driver's snapshot), then `FETCH 1:* (FLAGS UID)` from the core to wire bytes.
+//! Before the timings it prints the resident memory the core's view of one selected mailbox of
+//! that size costs. The store's half of a SELECT, scanning a real Maildir, is timed in
+//! `crates/store/benches/folder_scan.rs`.
 
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use dirmail_proto::imap::mailbox::Flags;
 use dirmail_proto::imap::{Config, Event, MessageMeta, Request, Response, Session, Snapshot};
-use dirmail_store::folders::{Flags, Folder, Mailstore};
 
 const MESSAGES: u32 = 10_000;
 
@@ -73,27 +73,6 @@ fn selected(snapshot: &Snapshot) -> (Session, usize) {
     (session, out.len())
 }
 
-/// A real Maildir of `MESSAGES` small messages in `cur/`, with its UID list written.
-fn maildir(root: &Path) -> Mailstore {
-    let dir = root.join("box");
-    for sub in ["cur", "new", "tmp"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("maildir");
-    }
-    for i in 0..MESSAGES {
-        let body = format!("Subject: message {i}\r\nFrom: a@example.jp\r\n\r\nbody {i}\r\n");
-        let info = if i % 3 == 0 { "S" } else { "" };
-        let name = format!(
-            "{}.M{i}P1Q{i}.bench,S={}:2,{info}",
-            1_700_000_000 + i,
-            body.len()
-        );
-        std::fs::write(dir.join("cur").join(name), body).expect("message");
-    }
-    let store = Mailstore::new(dir, "bench.example.jp");
-    Folder::open(&store, "INBOX", true).expect("first scan writes the UID list");
-    store
-}
-
 fn resident_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -104,42 +83,27 @@ fn resident_kib() -> u64 {
     pages * 4
 }
 
-fn report_memory(store: &Mailstore, snapshot: &Snapshot) {
+fn report_memory(snapshot: &Snapshot) {
     let before = resident_kib();
     let (session, _) = selected(snapshot);
     let with_view = resident_kib();
-    let folder = Folder::open(store, "INBOX", true).expect("open");
-    let with_folder = resident_kib();
     println!(
-        "resident memory for one selected {MESSAGES}-message mailbox: core view {} KiB, \
-         store folder {} KiB (process RSS {} KiB)",
+        "resident memory for one selected {MESSAGES}-message mailbox: core view {} KiB \
+         (process RSS {} KiB)",
         with_view.saturating_sub(before),
-        with_folder.saturating_sub(with_view),
-        with_folder
+        with_view
     );
-    drop((session, folder));
+    drop(session);
 }
 
 fn benches(c: &mut Criterion) {
     let snapshot = snapshot();
-    let root = tempfile::tempdir().expect("temporary directory");
-    let store = maildir(root.path());
-    report_memory(&store, &snapshot);
+    report_memory(&snapshot);
 
     let mut group = c.benchmark_group("imap_10k");
     group.sample_size(20);
     group.bench_function("select/core", |b| {
         b.iter(|| black_box(selected(&snapshot).1));
-    });
-    group.bench_function("select/store_scan", |b| {
-        b.iter(|| {
-            black_box(
-                Folder::open(&store, "INBOX", true)
-                    .expect("open")
-                    .entries()
-                    .len(),
-            )
-        });
     });
     group.bench_function("fetch_1:*_flags_uid/core", |b| {
         let (mut session, _) = selected(&snapshot);

@@ -1,11 +1,9 @@
 //! What the store looks like on disk: permissions, Maildirs made and removed with mailboxes,
 //! the password record of `passwd-file` (R5), and a domain that holds mail needing `--force`.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::Scratch;
+use crate::common::Scratch;
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)

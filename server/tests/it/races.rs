@@ -1,11 +1,9 @@
 //! Two administrators racing cannot both slip past a rule: every check runs in the same
 //! `BEGIN IMMEDIATE` transaction as the change it guards.
 
-mod common;
-
 use std::process::Command;
 
-use common::Scratch;
+use crate::common::Scratch;
 
 /// R3: many processes add `user@<domain N>` at once under `local`; exactly one may win.
 #[test]

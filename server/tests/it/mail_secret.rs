@@ -2,11 +2,9 @@
 //! APOP (POP3) and CRAM-MD5 (SMTP, POP3 SASL) need; the mechanisms work for it with Python's
 //! poplib and smtplib, a wrong secret is refused, and a mailbox without one cannot use them.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Scratch, Server};
+use crate::common::{Scratch, Server};
 
 const CLIENT: &str = r#"
 import poplib, smtplib, ssl, sys

@@ -3,8 +3,6 @@
 //! exactly once and whole, nothing half-written is visible in `new/` or `cur/`, and the store
 //! still opens. The seed is printed so a failure can be replayed (`CRASH_SEED=…`).
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -13,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Scratch, Server};
+use crate::common::{Scratch, Server};
 
 const ROUNDS: usize = 6;
 const CLIENTS: usize = 4;

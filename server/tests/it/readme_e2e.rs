@@ -4,11 +4,9 @@
 //! and AUTH (lettre), then read over POP3 with STLS (Python's poplib and curl), and a graceful
 //! stop.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Scratch, Server};
+use crate::common::{Scratch, Server};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};

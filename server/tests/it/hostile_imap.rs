@@ -8,16 +8,14 @@
 //! logged out after the configured `imap_idle_timeout`, and one address cannot take every
 //! connection.
 
-mod hostile_support;
-
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use hostile_support::{
+use crate::hostile_support::{
     CAROL_PASSWORD, Client, PASSWORD, Rig, TlsClient, expect, imap_still_serves,
 };
+use base64::Engine as _;
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)

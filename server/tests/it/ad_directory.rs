@@ -3,9 +3,7 @@
 //! R23, R25, R27) and logins through `dirmail auth test`. Tests share one DC, so each uses its
 //! own domains, names and mail group.
 
-mod common;
-
-use common::{Scratch, directory_section};
+use crate::common::{Scratch, directory_section};
 use samba_dc::{GroupKind, GroupScope, NewUser};
 
 fn dc() -> &'static samba_dc::Dc {

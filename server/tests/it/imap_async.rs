@@ -2,14 +2,12 @@
 //! sees mail delivered over SMTP (lettre) and an expunge made by another session; FETCH
 //! answers (ENVELOPE, BODYSTRUCTURE, sections) parse in a client that did not write them.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{Scratch, Server};
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::types::Fetch;
-use common::{Scratch, Server};
 use futures::TryStreamExt;
 use lettre::transport::smtp::client::Tls;
 use lettre::{Message, SmtpTransport, Transport};

@@ -1,20 +1,19 @@
 //! Helpers for the hostile-input batteries (`hostile_smtp.rs`, `hostile_pop3.rs`,
-//! `hostile_imap.rs`): a real `dirmail serve` whose log is kept in a file, raw line clients with
-//! bounded waits (in clear or, after STARTTLS, inside TLS), a client bound to another loopback
-//! address, and the server's resident memory.
-
-#![allow(dead_code)]
+//! `hostile_imap.rs`): a real `dirmail serve` whose log is kept in a file
+//! ([`Server::start_logged`]), raw line clients with bounded waits (in clear or, after STARTTLS,
+//! inside TLS), and a client bound to another loopback address.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use crate::common::{Server, dirmail};
 
 /// How long any single wait for the server may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -30,7 +29,7 @@ pub const IMAP_ON: &str = "[imap]\nport = 0\n";
 /// passwords cross loopback in clear, and adds `extra`.
 pub struct Rig {
     pub dir: tempfile::TempDir,
-    pub server: Running,
+    pub server: Server,
 }
 
 impl Rig {
@@ -53,7 +52,7 @@ impl Rig {
             dir.path(),
             &["add", "carol@example.jp", "--create-user", CAROL_PASSWORD],
         );
-        let server = Running::start(dir.path());
+        let server = Server::start_logged(dir.path());
         Rig { dir, server }
     }
 
@@ -128,117 +127,12 @@ fn merge_tables(text: &str) -> String {
 }
 
 fn admin(dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dirmail"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DIRMAIL_CONFIG")
-        .output()
-        .expect("run dirmail");
+    let out = dirmail(dir, args);
     assert!(
         out.status.success(),
         "dirmail {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `dirmail serve` with its standard error in `server.log`; stopped with SIGTERM when dropped.
-pub struct Running {
-    child: Child,
-    ports: std::collections::HashMap<String, u16>,
-    log: PathBuf,
-}
-
-impl Running {
-    fn start(dir: &Path) -> Running {
-        let log = dir.join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dirmail"))
-            .arg("serve")
-            .current_dir(dir)
-            .env_remove("DIRMAIL_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("create the log"))
-            .spawn()
-            .expect("start dirmail serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut ports = std::collections::HashMap::new();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "dirmail serve did not print `ready`; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-            if line.starts_with("ready") {
-                break;
-            }
-            let mut words = line.split_whitespace();
-            if let (Some(name), Some(addr)) = (words.next(), words.next())
-                && let Ok(addr) = addr.parse::<SocketAddr>()
-            {
-                ports.insert(name.to_owned(), addr.port());
-            }
-        }
-        Running { child, ports, log }
-    }
-
-    pub fn port(&self, name: &str) -> u16 {
-        *self
-            .ports
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} listener in {:?}", self.ports))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The server's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The server is still running (it did not crash on what a test sent).
-    pub fn assert_alive(&mut self) {
-        assert!(
-            matches!(self.child.try_wait(), Ok(None)),
-            "the server exited; log:\n{}",
-            self.log()
-        );
-    }
-
-    /// Resident memory of the server process, in KiB (`VmRSS` of `/proc/<pid>/status`).
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .expect("VmRSS in /proc/<pid>/status")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// A line client: writes what it is told, reads replies with a bounded wait.

@@ -1,9 +1,7 @@
 //! Command transcripts as an administrator sees them, kept as insta snapshots: a change to any
 //! message of SPEC §5 shows up in review.
 
-mod common;
-
-use common::Scratch;
+use crate::common::Scratch;
 
 fn transcript(scratch: &Scratch, commands: &[&[&str]]) -> String {
     commands.iter().map(|args| scratch.shown(args)).collect()

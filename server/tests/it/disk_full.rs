@@ -2,14 +2,12 @@
 //! `452 4.3.1`, nothing half-written stays behind, everything accepted before is intact, and
 //! once room is made the server delivers again. Needs root (it mounts a tmpfs), as CI runs.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Scratch, Server};
+use crate::common::{Scratch, Server};
 
 struct Mount(std::path::PathBuf);
 

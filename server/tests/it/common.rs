@@ -1,9 +1,23 @@
-//! Helpers shared by the integration tests: run the real `dirmail` binary in a scratch store.
+//! Helpers shared by the integration tests: run the real `dirmail` binary in a scratch store,
+//! and `dirmail serve` there.
 
-#![allow(dead_code)]
-
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Runs the administration tool in `dir`, on the `dirmail.toml` there (never one named by the
+/// environment of whoever runs the tests).
+pub fn dirmail(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dirmail"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DIRMAIL_CONFIG")
+        .output()
+        .expect("run dirmail")
+}
 
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -31,12 +45,7 @@ impl Scratch {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dirmail"))
-            .args(args)
-            .current_dir(self.path())
-            .env_remove("DIRMAIL_CONFIG")
-            .output()
-            .expect("run dirmail")
+        dirmail(self.path(), args)
     }
 
     /// Runs `args` and renders what an administrator would see, for a transcript.
@@ -66,57 +75,79 @@ impl Scratch {
     }
 }
 
+/// How long `dirmail serve` may take to print `ready`.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
 /// A running `dirmail serve`, stopped (SIGTERM, then waited for) when dropped.
 pub struct Server {
-    pub child: std::process::Child,
-    /// Listener name (`smtp`, `submission`, `smtps`, `pop3`, `pop3s`) to its port.
-    pub ports: std::collections::HashMap<String, u16>,
-    pub stdout: std::sync::mpsc::Receiver<String>,
+    pub child: Child,
+    /// Listener name (`smtp`, `submission`, `smtps`, `pop3`, `pop3s`, …) to its port.
+    pub ports: HashMap<String, u16>,
+    /// Standard error in a file rather than the test's own, for tests that read the log.
+    log: Option<PathBuf>,
+    /// What the server prints after `ready` (`stopped`, …), line by line.
+    pub stdout: mpsc::Receiver<String>,
 }
 
 impl Server {
-    /// Starts `dirmail serve` in `dir` and waits for its `ready` line.
+    /// Starts `dirmail serve` in `dir` and waits for its `ready` line; its log goes to the
+    /// test's standard error.
     pub fn start(dir: &Path) -> Server {
-        use std::io::BufRead;
+        Server::spawn(dir, None)
+    }
+
+    /// Like [`Server::start`], with the log kept in `dir/server.log` for [`Server::log`].
+    pub fn start_logged(dir: &Path) -> Server {
+        Server::spawn(dir, Some(dir.join("server.log")))
+    }
+
+    fn spawn(dir: &Path, log: Option<PathBuf>) -> Server {
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_dirmail"))
             .arg("serve")
             .current_dir(dir)
             .env_remove("DIRMAIL_CONFIG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("start dirmail serve");
         let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
+            for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        let mut ports = std::collections::HashMap::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut server = Server {
+            child,
+            ports: HashMap::new(),
+            log,
+            stdout: rx,
+        };
+        let deadline = Instant::now() + READY_WITHIN;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("dirmail serve printed `ready` in time");
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = server.stdout.recv_timeout(left) else {
+                panic!(
+                    "dirmail serve did not print `ready` within {READY_WITHIN:?}; log:\n{}",
+                    server.log()
+                )
+            };
             if line.starts_with("ready") {
-                break;
+                return server;
             }
             let mut words = line.split_whitespace();
             if let (Some(name), Some(addr)) = (words.next(), words.next())
                 && let Ok(addr) = addr.parse::<std::net::SocketAddr>()
             {
-                ports.insert(name.to_owned(), addr.port());
+                server.ports.insert(name.to_owned(), addr.port());
             }
-        }
-        Server {
-            child,
-            ports,
-            stdout: rx,
         }
     }
 
@@ -125,6 +156,39 @@ impl Server {
             .ports
             .get(name)
             .unwrap_or_else(|| panic!("no {name} listener in {:?}", self.ports))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's log so far (empty unless started with [`Server::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
+    }
+
+    /// The server is still running (it did not crash on what a test sent).
+    pub fn assert_alive(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "the server exited; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Resident memory of the server process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
     }
 
     /// Sends SIGTERM and waits; returns the exit code.

@@ -6,15 +6,13 @@
 //! Each case expects a clear `-ERR` (or `+OK`) and a server that still serves a fresh client.
 //! (STLS injection is replayed as a conformance scenario, not here.)
 
-mod hostile_support;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use hostile_support::{
+use crate::hostile_support::{
     CAROL_PASSWORD, Client, PASSWORD, Rig, eventually, expect, pop3_still_serves,
 };
+use base64::Engine as _;
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)

@@ -6,13 +6,11 @@
 //! serves a fresh, well-behaved client afterwards. (Smuggling, relay and STARTTLS injection
 //! are replayed as conformance scenarios, not here.)
 
-mod hostile_support;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::hostile_support::{Client, PASSWORD, Rig, eventually, expect, smtp_still_serves};
 use base64::Engine as _;
-use hostile_support::{Client, PASSWORD, Rig, eventually, expect, smtp_still_serves};
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)

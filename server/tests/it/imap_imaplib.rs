@@ -3,11 +3,9 @@
 //! and UIDs that survive a restart, the locked and bad-password replies, and POP3 and IMAP on
 //! one mailbox at once.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Scratch, Server};
+use crate::common::{Scratch, Server};
 
 /// Every listener on a port the system picks, so tests run side by side.
 const CONFIG: &str = "[server]\nhostname = \"mail.example.jp\"\n\
