@@ -4,6 +4,8 @@
 //! that size costs. The store's half of a SELECT, scanning a real Maildir, is timed in
 //! `crates/store/benches/folder_scan.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::Instant;

@@ -2,6 +2,8 @@
 //! through `feed`/`poll`/`answer`, with the driver's answers given at once, so what is
 //! measured is the protocol work alone (parsing, state, dot-stuffing), not I/O.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;

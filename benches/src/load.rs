@@ -94,11 +94,12 @@ where
     F: Future<Output = Result<Tickets>> + Send + 'static,
 {
     let bar = ProgressBar::new(spec.ops as u64);
-    bar.set_style(
+    // A template that does not parse keeps the default style: a progress bar is not worth a panic.
+    if let Ok(style) =
         ProgressStyle::with_template("{prefix:.bold} [{bar:32}] {pos}/{len} {per_sec} (eta {eta})")
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-    );
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
     bar.set_prefix(spec.label.clone());
     let pool = Arc::new(Pool {
         next: AtomicUsize::new(0),

@@ -216,11 +216,12 @@ pub fn idle(
     let rss_before = rss();
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new(count as u64);
-    bar.set_style(
+    // A template that does not parse keeps the default style: a progress bar is not worth a panic.
+    if let Ok(style) =
         indicatif::ProgressStyle::with_template("{prefix:.bold} [{bar:32}] {pos}/{len}")
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-    );
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
     bar.set_prefix(format!("{count} idle connections"));
     let conns = rt.block_on(async {
         // Connecting all at once would overflow the listen backlog: a few hundred at a time.

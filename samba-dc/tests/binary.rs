@@ -1,6 +1,8 @@
 //! `samba-dc start --json` as another process uses it: read one line, use the DC, close the
 //! pipe, and find everything gone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -2,6 +2,8 @@
 //! refused, users and nested groups read back, what Samba answers to each kind of refused bind
 //! (the facts behind R27, recorded in `samba_dc::bind_errors`), and `samba-tool` against it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! DCs of their own: two side by side, the fault hooks of R24 (pause/resume, stop/restart),
 //! the password policy, and cleaning up after a drop.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,8 @@
 //! gate's scripts stay executable, and the spec's rules, the code and the scenarios name the
 //! same rules (`spec_rules_functions_and_scenarios_pair_up`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

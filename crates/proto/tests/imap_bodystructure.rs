@@ -2,6 +2,8 @@
 //! the IMAP core sends them, kept as insta snapshots: a change in the MIME mapping shows up
 //! as a reviewed diff.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::path::PathBuf;
 
 use dirmail_proto::imap::mailbox::Flags;

@@ -3,6 +3,8 @@
 //! snapshot, is timed in memory by `benches/benches/imap_core.rs`.) Before the timing it
 //! prints the resident memory one open folder of that size costs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::hint::black_box;
 use std::path::Path;
 

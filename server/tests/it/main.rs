@@ -13,6 +13,8 @@
 //! serializes (see there). `disk_full` mounts a tmpfs on its own scratch directory;
 //! `crash_safety` kills only the server it started.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 mod hostile_support;
 
