@@ -1,7 +1,8 @@
 //! Conventions checked by an ordinary test, so `cargo test` keeps them without a reviewer:
 //! every Rust file opens with a `//!` doc, no placeholder macro is left in the code, the
 //! gate's scripts stay executable, and the spec's rules, the code and the scenarios name the
-//! same rules (`spec_rules_functions_and_scenarios_pair_up`).
+//! same rules (`spec_rules_functions_and_scenarios_pair_up`), and ARCHITECTURE.md's code map
+//! names the crates and root modules that exist.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -387,5 +388,78 @@ fn spec_rules_functions_and_scenarios_pair_up() {
         problems.is_empty(),
         "docs/spec.md, the `fn rN_…` functions and the scenarios disagree:\n  {}",
         problems.join("\n  ")
+    );
+}
+
+/// The `mod` declarations of a module file, test modules left out.
+fn declared_modules(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut after_cfg_test = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line == "#[cfg(test)]" {
+            after_cfg_test = true;
+            continue;
+        }
+        let declaration = line
+            .strip_prefix("pub mod ")
+            .or_else(|| line.strip_prefix("pub(crate) mod "))
+            .or_else(|| line.strip_prefix("mod "));
+        if let Some(name) = declaration.and_then(|rest| rest.strip_suffix(';'))
+            && !after_cfg_test
+        {
+            names.push(name.to_owned());
+        }
+        after_cfg_test = false;
+    }
+    names
+}
+
+/// ARCHITECTURE.md's code map names every crate of the workspace and every module its crates
+/// declare at their roots (`mod x;` in a `lib.rs`), so a new floor or room cannot land unmapped;
+/// and every `crates/…/` it names exists.
+#[test]
+fn architecture_maps_the_crates_and_modules_that_exist() {
+    let root = workspace_root();
+    let map = fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let words: BTreeSet<&str> = map
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut missing = Vec::new();
+    let mut crate_dirs: Vec<PathBuf> = fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    crate_dirs.push(root.join("server"));
+    crate_dirs.sort();
+    for dir in &crate_dirs {
+        let name = dir.strip_prefix(&root).unwrap_or(dir).display().to_string();
+        if !map.contains(&format!("{name}/")) {
+            missing.push(format!("the crate {name}/"));
+        }
+        let lib = dir.join("src/lib.rs");
+        let text = fs::read_to_string(&lib).unwrap_or_default();
+        for module in declared_modules(&text) {
+            if !words.contains(module.as_str()) {
+                missing.push(format!("the module `{module}` of {name}/src/lib.rs"));
+            }
+        }
+    }
+    let mut stale = Vec::new();
+    for part in map.split("`crates/").skip(1) {
+        let crate_name: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if !root.join("crates").join(&crate_name).is_dir() {
+            stale.push(format!("crates/{crate_name}/"));
+        }
+    }
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "ARCHITECTURE.md's code map is out of date:\n  not named: {}\n  named but gone: {}",
+        missing.join(", "),
+        stale.join(", ")
     );
 }
