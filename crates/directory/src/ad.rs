@@ -354,23 +354,7 @@ impl AdDirectory {
                 return Ok(false);
             }
             let name = self.config.mail_group.as_str();
-            let dn = format!("CN={},{}", ldap3::dn_escape(name), self.users_container());
-            let group_type = GROUP_DOMAIN_LOCAL_SECURITY.to_string();
-            let made = ldap.with_timeout(self.attempt_timeout()).add(
-                &dn,
-                vec![
-                    ("objectClass", HashSet::from(["top", "group"])),
-                    ("cn", HashSet::from([name])),
-                    ("sAMAccountName", HashSet::from([name])),
-                    ("groupType", HashSet::from([group_type.as_str()])),
-                ],
-            )?;
-            // Another administrator made it in the meantime (entryAlreadyExists): fine.
-            if made.rc == 68 {
-                return Ok(false);
-            }
-            made.success()?;
-            Ok(true)
+            self.add_group(ldap, name)
         })
     }
 
@@ -556,24 +540,29 @@ impl AdDirectory {
             if self.group_dn(ldap, name)?.is_some() {
                 return Ok(false);
             }
-            let dn = format!("CN={},{}", ldap3::dn_escape(name), self.users_container());
-            let group_type = GROUP_DOMAIN_LOCAL_SECURITY.to_string();
-            let made = ldap.with_timeout(self.attempt_timeout()).add(
-                &dn,
-                vec![
-                    ("objectClass", HashSet::from(["top", "group"])),
-                    ("cn", HashSet::from([name])),
-                    ("sAMAccountName", HashSet::from([name])),
-                    ("groupType", HashSet::from([group_type.as_str()])),
-                ],
-            )?;
-            // Another administrator made it in the meantime (entryAlreadyExists): fine.
-            if made.rc == 68 {
-                return Ok(false);
-            }
-            made.success()?;
-            Ok(true)
+            self.add_group(ldap, name)
         })
+    }
+
+    /// Makes the domain-local security group `name` in the users container; false when another
+    /// administrator made it in the meantime (entryAlreadyExists), which is as good.
+    fn add_group(&self, ldap: &mut LdapConn, name: &str) -> Result<bool, LdapError> {
+        let dn = format!("CN={},{}", ldap3::dn_escape(name), self.users_container());
+        let group_type = GROUP_DOMAIN_LOCAL_SECURITY.to_string();
+        let made = ldap.with_timeout(self.attempt_timeout()).add(
+            &dn,
+            vec![
+                ("objectClass", HashSet::from(["top", "group"])),
+                ("cn", HashSet::from([name])),
+                ("sAMAccountName", HashSet::from([name])),
+                ("groupType", HashSet::from([group_type.as_str()])),
+            ],
+        )?;
+        if made.rc == 68 {
+            return Ok(false);
+        }
+        made.success()?;
+        Ok(true)
     }
 
     /// R26: in the `shared` layout, an account's domain is the security group named after the
