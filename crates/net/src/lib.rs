@@ -5,13 +5,14 @@
 //! `driver` with a handler that answers its requests. Below them: `login` (the one login
 //! decision, logged and throttled), `backend` (blocking answers from the store), `hub`
 //! (news between IMAP sessions), `shared` (what every connection shares), `conn` (a socket
-//! that may turn TLS, with write timeouts), `admission`, `throttle` and `tls`. Nothing below
+//! that may turn TLS, with write timeouts), `admission`, `throttle` and `tls`; `housekeeping` (sweeps on a clock). Nothing below
 //! reaches up, and no protocol text is written here: the cores own their replies.
 
 pub mod admission;
 pub mod backend;
 pub mod conn;
 pub mod driver;
+pub mod housekeeping;
 pub mod hub;
 pub mod imap;
 pub mod login;

@@ -151,6 +151,7 @@ pub async fn run(
         imap: Hub::default(),
         stopping,
     });
+    super::housekeeping::spawn_tmp_sweeper(config.store.mailroot.clone(), shared.stopping.clone());
     let admission = Admission::new(config.limits.socket_max, config.limits.per_address_max);
     // Every session holds a sender; when all are dropped, `recv` returns None: all done.
     let (alive_tx, mut all_done) = mpsc::channel::<()>(1);

@@ -1,5 +1,5 @@
 //! The mail root: where each mailbox's Maildir lives (docs/spec.md §3), creating and removing them,
-//! and counting what they hold. Delivery arrives with the SMTP issue.
+//! counting what they hold, delivering into them, and sweeping what a crash left in `tmp/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -291,6 +291,98 @@ pub fn delete_messages(files: &[&MessageFile]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long a file may sit in a Maildir's `tmp/` before it is taken for a crash's leftover:
+/// the Maildir convention (a delivery in progress never takes this long; a file this old was
+/// left by a process that died between writing it and linking it into `new/`).
+pub const STALE_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(36 * 60 * 60);
+
+/// Maildirs sit at most this deep under the mail root: `domain/mailbox/.Folder/tmp`.
+const SWEEP_DEPTH: usize = 4;
+
+/// What a sweep of `tmp/` directories did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    pub removed: u64,
+    pub bytes: u64,
+    /// Files that could not be examined or removed (logged by the caller, retried next sweep).
+    pub failed: u64,
+}
+
+/// Removes files older than `older_than` from the `tmp/` of every Maildir and Maildir++ folder
+/// under `mailroot` (a directory holding `cur/`, `new/` and `tmp/`). Symbolic links are not
+/// followed, and nothing outside a `tmp/` is touched. A file younger than `older_than` may be a
+/// delivery in progress, so it stays.
+pub fn sweep_stale_tmp(mailroot: &Path, older_than: std::time::Duration) -> Sweep {
+    let mut sweep = Sweep::default();
+    let now = std::time::SystemTime::now();
+    sweep_dir(mailroot, 0, now, older_than, &mut sweep);
+    sweep
+}
+
+fn sweep_dir(
+    dir: &Path,
+    depth: usize,
+    now: std::time::SystemTime,
+    older_than: std::time::Duration,
+    sweep: &mut Sweep,
+) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let is_maildir = dir.join("cur").is_dir() && dir.join("new").is_dir();
+    for entry in entries.flatten() {
+        // `file_type` does not follow symbolic links: a link is neither a directory nor swept.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if !kind.is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        if is_maildir && entry.file_name() == "tmp" {
+            remove_old_files(&path, now, older_than, sweep);
+        } else if depth < SWEEP_DEPTH {
+            sweep_dir(&path, depth + 1, now, older_than, sweep);
+        }
+    }
+}
+
+fn remove_old_files(
+    tmp: &Path,
+    now: std::time::SystemTime,
+    older_than: std::time::Duration,
+    sweep: &mut Sweep,
+) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        sweep.failed += 1;
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            sweep.failed += 1;
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok());
+        if age.is_none_or(|age| age < older_than) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => {
+                sweep.removed += 1;
+                sweep.bytes += meta.len();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => sweep.failed += 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +480,44 @@ mod tests {
                 "odd-name"
             ]
         );
+    }
+
+    #[test]
+    fn sweep_removes_only_old_files_in_tmp() {
+        let root = tempfile::tempdir().unwrap();
+        let mailroot = root.path().join("mail");
+        let inbox = mailroot.join("example.jp").join("user");
+        let folder = inbox.join(".Sent");
+        create(&inbox).unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(folder.join(sub)).unwrap();
+        }
+        let old = std::time::SystemTime::now() - STALE_TMP_AGE - std::time::Duration::from_secs(60);
+        let write = |path: PathBuf, aged: bool| {
+            fs::write(&path, b"x".repeat(10)).unwrap();
+            if aged {
+                fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+            }
+            path
+        };
+        let left_by_crash = write(inbox.join("tmp").join("crashed"), true);
+        let in_folder = write(folder.join("tmp").join("crashed"), true);
+        let in_progress = write(inbox.join("tmp").join("writing"), false);
+        let delivered_long_ago = write(inbox.join("cur").join("old:2,S"), true);
+        // A `tmp` that is not a Maildir's is not ours to sweep.
+        let elsewhere = mailroot.join("notes").join("tmp");
+        fs::create_dir_all(&elsewhere).unwrap();
+        let unrelated = write(elsewhere.join("keep"), true);
+
+        let sweep = sweep_stale_tmp(&mailroot, STALE_TMP_AGE);
+        assert_eq!((sweep.removed, sweep.bytes, sweep.failed), (2, 20, 0));
+        assert!(!left_by_crash.exists() && !in_folder.exists());
+        assert!(in_progress.exists() && delivered_long_ago.exists() && unrelated.exists());
+        assert_eq!(sweep_stale_tmp(&mailroot, STALE_TMP_AGE), Sweep::default());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::common::Scratch;
+use crate::common::{Scratch, Server};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)
@@ -114,4 +114,52 @@ fn a_shared_directory_is_not_taken_over_as_the_mail_root() {
     assert!(said.contains("is shared"), "{said}");
     let meta = std::fs::metadata(&shared).expect("metadata");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o1777);
+}
+
+/// A crash between writing a message into `tmp/` and linking it into `new/` leaves the file
+/// behind; `serve` removes such files once they are 36 hours old (at start, then daily), and
+/// leaves younger ones, which may be deliveries in progress, and everything outside `tmp/`.
+#[test]
+fn serve_sweeps_crash_leftovers_from_tmp() {
+    let s = Scratch::new();
+    std::fs::write(
+        s.path().join("dirmail.toml"),
+        "[server]\nhostname = \"mail.example.jp\"\nlogging = 2\n\
+         [smtp]\nport = 0\nsubmission_port = false\nsmtps_port = false\n\
+         [pop3]\nport = false\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n",
+    )
+    .expect("config");
+    s.expect(0, &["add", "example.jp"]);
+    s.expect(0, &["add", "a@example.jp", "--create-user", "Pass-word1"]);
+    let maildir = s.mailroot().join("example.jp/a");
+    let aged = |path: std::path::PathBuf, hours: u64| {
+        std::fs::write(&path, "Subject: left behind\r\n\r\n").expect("write");
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(hours * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(when))
+            .expect("age the file");
+        path
+    };
+    let stale = aged(maildir.join("tmp/1700000000.M1P1.crashed"), 37);
+    let young = aged(maildir.join("tmp/1700000000.M2P1.writing"), 35);
+    let delivered = aged(maildir.join("cur/1700000000.M3P1.old:2,S"), 400);
+
+    let mut server = Server::start_logged(s.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stale.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!stale.exists(), "the 37-hour-old file in tmp/ is swept");
+    assert!(young.exists(), "a 35-hour-old file may be in progress");
+    assert!(delivered.exists(), "only tmp/ is swept");
+    assert!(
+        server
+            .log()
+            .contains("removed files a crash left in Maildir tmp/"),
+        "the sweep says what it did:\n{}",
+        server.log()
+    );
+    server.stop();
 }
