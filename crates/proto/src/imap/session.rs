@@ -259,7 +259,8 @@ pub struct Session {
 impl Session {
     /// `tls` is true on the implicit-TLS port (993). The peer address is the driver's to log.
     pub fn new(config: Config, _peer: IpAddr, tls: bool, now: Instant) -> Self {
-        let frag = Fragmentizer::new(max_frame(&config));
+        // Not logged in yet: only the small frame a login needs.
+        let frag = Fragmentizer::new(PRE_LOGIN_MAX_FRAME);
         Session {
             config,
             tls,
@@ -294,7 +295,7 @@ impl Session {
         self.handed = 0;
         self.unread.extend_from_slice(bytes);
         self.process();
-        if self.pending() > max_frame(&self.config) as usize + MAX_PENDING_EXTRA {
+        if self.pending() > self.max_frame() as usize + MAX_PENDING_EXTRA {
             self.drop_input();
             self.close_with(Reply::bye(None, "too much pipelined input"));
         }
@@ -314,7 +315,7 @@ impl Session {
 
     /// Forgets everything read and not framed yet, and the command being framed.
     fn drop_input(&mut self) {
-        self.frag = Fragmentizer::new(max_frame(&self.config));
+        self.frag = Fragmentizer::new(self.max_frame());
         self.unread.clear();
         self.handed = 0;
     }
@@ -483,7 +484,7 @@ impl Session {
     /// through is not worth it: then the command is refused and the connection closed.
     fn literal_announced(&mut self, announcement: LiteralAnnouncement) {
         if announcement.mode != LiteralMode::Sync {
-            let limit = self.config.max_message_size;
+            let limit = self.max_literal();
             if u64::from(announcement.length) > 2 * u64::from(limit) {
                 let tag = self.frag.decode_tag().map(IntoStatic::into_static);
                 let text = "the literal is larger than the server accepts";
@@ -500,7 +501,7 @@ impl Session {
             }
             return;
         }
-        if announcement.length > self.config.max_message_size {
+        if announcement.length > self.max_literal() {
             let tag = self.frag.decode_tag().map(IntoStatic::into_static);
             self.frag.skip_message();
             let text = "the literal is larger than the server accepts";
@@ -809,8 +810,30 @@ impl Session {
     }
 }
 
-fn max_frame(config: &Config) -> u32 {
-    config.max_message_size.saturating_add(64 * 1024)
+/// The largest command before login, literals included: a user name and a password (or the
+/// first line of AUTHENTICATE) need far less. Without it a client that never logs in could make
+/// the server hold a whole message's worth (`max_message_size`) per connection.
+pub const PRE_LOGIN_MAX_FRAME: u32 = 16 * 1024;
+
+impl Session {
+    /// The largest command the framer holds: one login before login, then APPEND's message and
+    /// room for the command around it.
+    fn max_frame(&self) -> u32 {
+        if self.authenticated {
+            self.config.max_message_size.saturating_add(64 * 1024)
+        } else {
+            PRE_LOGIN_MAX_FRAME
+        }
+    }
+
+    /// The largest literal agreed to now.
+    fn max_literal(&self) -> u32 {
+        if self.authenticated {
+            self.config.max_message_size
+        } else {
+            PRE_LOGIN_MAX_FRAME
+        }
+    }
 }
 
 /// The line ends in `{digits+}` although the fragmentizer announced no literal: the count did

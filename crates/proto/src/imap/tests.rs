@@ -613,6 +613,30 @@ fn oversized_literals_are_refused_and_the_session_goes_on() {
 }
 
 #[test]
+fn before_login_a_command_is_no_larger_than_a_login() {
+    // Hostile load (issue 21): a client that never logs in must not make the server hold a
+    // message's worth of input (25 MB by default) per connection.
+    let mut h = Harness::with(Config::new("mail.example.jp"), true);
+    h.send("a1 LOGIN {100000}").ends("a1 NO [TOOBIG]");
+    let mut input = b"a2 LOGIN {20000+}\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 20_000));
+    input.extend(b" secret\r\na3 NOOP\r\n");
+    h.raw(&input).has("a2 NO [TOOBIG]").ends("a3 OK");
+    assert!(!h.closed);
+    // A line that never ends is held only up to a login's size; the rest is dropped as read.
+    for _ in 0..10 {
+        h.session.feed(&[b'x'; 100_000], h.now);
+        let held = h.session.buffered();
+        assert!(held <= session::PRE_LOGIN_MAX_FRAME as usize, "{held} held");
+    }
+    h.send("\r\na4 NOOP").has("BAD").ends("a4 OK");
+    // Logged in, APPEND may bring the configured message size.
+    let mut h = Harness::with(Config::new("mail.example.jp"), true);
+    h.send("a0 LOGIN user@example.jp secret").ends("a0 OK");
+    h.send("a1 APPEND INBOX {100000}").ends("+ Ready");
+}
+
+#[test]
 fn literals_that_cannot_be_read_through_close_the_session() {
     let mut config = Config::new("mail.example.jp");
     config.max_message_size = 100;

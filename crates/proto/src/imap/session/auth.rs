@@ -7,6 +7,8 @@ use imap_types::core::{AString, Atom, Tag, Vec1};
 use imap_types::response::{Capability, Code, Data};
 use imap_types::secret::Secret as WireSecret;
 
+use imap_codec::fragmentizer::Fragmentizer;
+
 use super::{Event, Pending, Request, Response, Session, State};
 use crate::auth::{Credentials, Mechanism, Proof, Sasl, SaslError, Step, encode};
 use crate::imap::reply::{Reply, code};
@@ -155,6 +157,10 @@ impl Session {
             Response::LoggedIn => {
                 self.authenticated = true;
                 self.state = State::Authenticated;
+                // Logged in, APPEND may bring a message: the framer gets the larger bound. The
+                // LOGIN command was its last and it holds nothing after it (the core hands it
+                // one line at a time), so nothing is lost by starting a new one.
+                self.frag = Fragmentizer::new(self.max_frame());
                 let capabilities = Code::Capability(self.capabilities());
                 self.ok(tag, Some(capabilities), "logged in");
             }
