@@ -135,6 +135,10 @@ pub struct Limits {
     /// RFC 9051 §5.4: the IMAP autologout timer once logged in, IDLE included (at least 30
     /// minutes). Before login the leash is 3 minutes, or this when shorter.
     pub imap_idle_timeout: Duration,
+    /// What all sessions together may hold of their clients' input beyond each one's small
+    /// allowance (an IMAP APPEND gathering its message; `net::budget`). At least the largest
+    /// message, so one APPEND always fits.
+    pub input_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +199,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     smtp_data_timeout: Duration::from_secs(10 * 60),
     pop3_idle_timeout: Duration::from_secs(10 * 60),
     imap_idle_timeout: Duration::from_secs(30 * 60),
+    input_memory: 256 * 1024 * 1024,
 };
 /// The longest timeout `[limits]` accepts; longer would be no timeout at all.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -401,6 +406,7 @@ struct RawLimits {
     smtp_data_timeout: Option<String>,
     pop3_idle_timeout: Option<String>,
     imap_idle_timeout: Option<String>,
+    input_memory: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -531,6 +537,12 @@ impl Config {
                 raw.limits.imap_idle_timeout,
                 DEFAULT_LIMITS.imap_idle_timeout,
             )?,
+            input_memory: match raw.limits.input_memory {
+                Some(text) => {
+                    parse_size(&text).map_err(|e| invalid(format!("limits.input_memory: {e}")))?
+                }
+                None => DEFAULT_LIMITS.input_memory,
+            },
         };
         check_limits(&limits).map_err(&invalid)?;
         let default_limit = match raw.quota.default_limit {
@@ -557,6 +569,13 @@ impl Config {
             }
             None => DEFAULT_MAX_MESSAGE_SIZE,
         };
+        if limits.input_memory < max_message_size {
+            return Err(invalid(format!(
+                "limits.input_memory ({} bytes) is smaller than smtp.max_message_size ({} bytes): \
+                 one IMAP APPEND of the largest message could never be read; raise input_memory",
+                limits.input_memory, max_message_size
+            )));
+        }
         let smtp = SmtpConfig {
             port: port(raw.smtp.port, DEFAULT_SMTP_PORT),
             submission_port: port(raw.smtp.submission_port, DEFAULT_SUBMISSION_PORT),
@@ -822,6 +841,10 @@ pop3_idle_timeout = "10m"
 # IMAP autologout once logged in, IDLE included: RFC 9051 section 5.4 asks for at least 30
 # minutes. Before login the limit is 3 minutes, or this when shorter.
 imap_idle_timeout = "30m"
+# Memory all sessions together may hold of their clients' input beyond a small allowance each
+# (an IMAP APPEND gathers its message in memory; SMTP DATA goes to disk as it arrives). A
+# session that would go over waits. At least smtp.max_message_size.
+input_memory = "256MB"
 
 [quota]
 # The limit `dirmail createquotafile` gives a mailbox.
@@ -890,6 +913,20 @@ mod tests {
         Config::parse(&format!("[limits]\n{text}"), Path::new("d/dirmail.toml"))
             .map(|c| c.limits)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn input_memory_holds_at_least_one_message() {
+        assert_eq!(limits("").unwrap().input_memory, 256 << 20);
+        assert_eq!(
+            limits("input_memory = \"1GB\"").unwrap().input_memory,
+            1 << 30
+        );
+        let too_small = limits("input_memory = \"1MB\"").unwrap_err();
+        assert!(
+            too_small.contains("limits.input_memory") && too_small.contains("max_message_size"),
+            "{too_small}"
+        );
     }
 
     #[test]

@@ -7,11 +7,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::budget::READ_CHUNK;
 use super::conn::Conn;
 use super::shared::{Service, Shared, stopped};
 use dirmail_proto::session::{Session, Step};
@@ -19,6 +20,9 @@ use dirmail_proto::session::{Session, Step};
 /// Replies are written out once this much has piled up, even mid-command (an IMAP FETCH of
 /// many messages), so memory stays bounded.
 const FLUSH_AT: usize = 256 * 1024;
+
+/// How long a session may wait for the input budget to have room before it is closed.
+const BUDGET_WAIT: Duration = Duration::from_secs(60);
 
 /// One protocol's side of the driver: it answers the core's requests.
 pub trait Handler<S: Session>: Send {
@@ -59,7 +63,10 @@ where
     let mut out = Vec::new();
     session.write_greeting(&mut out);
     let mut stopping = shared.stopping.clone();
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut share = shared.input_budget.share();
+    // Since when the session has been waiting for the budget to have room, if it is.
+    let mut starved_since: Option<Instant> = None;
     loop {
         while let Some(step) = session.next_step(&mut out) {
             match step {
@@ -91,14 +98,26 @@ where
         flush(&mut conn, &mut out).await?;
         let deadline = session.deadline();
         let idle = session.awaits_news();
+        share.holds(session.buffered());
+        let may_read = share.may_read(session.buffered());
+        if may_read {
+            starved_since = None;
+        } else if starved_since.get_or_insert_with(Instant::now).elapsed() > BUDGET_WAIT {
+            // Every other session holding the budget has not let go for this long: give this
+            // one's memory back rather than wait without end.
+            tracing::warn!(%peer, held = session.buffered(), "connection closed: the input memory budget ([limits] input_memory) stayed full");
+            let _ = conn.shutdown().await;
+            return Ok(());
+        }
         tokio::select! {
-            read = conn.read(&mut buf) => {
+            read = conn.read(&mut buf), if may_read => {
                 let n = read?;
                 if n == 0 {
                     return Ok(());
                 }
                 session.feed(buf.get(..n).unwrap_or_default(), Instant::now());
             }
+            _ = shared.input_budget.released(), if !may_read => {}
             _ = sleep_until(deadline) => session.timeout(Instant::now()),
             news = handler.wake(idle) => {
                 if news {

@@ -5,11 +5,12 @@
 //! `driver` with a handler that answers its requests. Below them: `login` (the one login
 //! decision, logged and throttled), `backend` (blocking answers from the store), `hub`
 //! (news between IMAP sessions), `shared` (what every connection shares), `conn` (a socket
-//! that may turn TLS, with write timeouts), `admission`, `throttle` and `tls`; `housekeeping` (sweeps on a clock). Nothing below
+//! that may turn TLS, with write timeouts), `admission`, `budget` (the input memory of all sessions), `throttle` and `tls`; `housekeeping` (sweeps on a clock). Nothing below
 //! reaches up, and no protocol text is written here: the cores own their replies.
 
 pub mod admission;
 pub mod backend;
+pub mod budget;
 pub mod conn;
 pub mod driver;
 pub mod housekeeping;

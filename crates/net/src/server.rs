@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::admission::{Admission, Refusal};
 use super::backend::Backend;
+use super::budget::InputBudget;
 use super::hub::Hub;
 use super::shared::{Service, Shared, stopped};
 use super::throttle::Throttle;
@@ -148,6 +149,9 @@ pub async fn run(
         backend,
         tls,
         throttle: Throttle::default(),
+        input_budget: InputBudget::new(
+            usize::try_from(config.limits.input_memory).unwrap_or(usize::MAX),
+        ),
         imap: Hub::default(),
         stopping,
     });

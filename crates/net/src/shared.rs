@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::backend::Backend;
+use super::budget::InputBudget;
 use super::hub::Hub;
 use super::throttle::Throttle;
 use dirmail_config::Config;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub backend: Arc<Backend>,
     pub tls: TlsAcceptor,
     pub throttle: Throttle,
+    /// The input memory all sessions may hold together (`[limits] input_memory`).
+    pub input_budget: Arc<InputBudget>,
     /// IMAP sessions waiting for news of the mailboxes they have open.
     pub imap: Hub,
     /// Becomes `true` when the server is stopping.

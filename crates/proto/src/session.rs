@@ -82,6 +82,10 @@ pub trait Session {
     /// while the core waits for the client, never with a request outstanding.
     fn stop(&mut self);
 
+    /// Octets of client input the core holds (read ahead, or a command being framed), so the
+    /// driver can keep all sessions together within a memory budget.
+    fn buffered(&self) -> usize;
+
     /// Something outside the connection may have changed what the session shows (IMAP:
     /// another session or a delivery changed the selected folder). Most protocols never ask.
     fn news(&mut self) {}
@@ -145,6 +149,10 @@ impl Session for smtp::Session {
     fn stop(&mut self) {
         smtp::Session::stop(self);
     }
+
+    fn buffered(&self) -> usize {
+        smtp::Session::buffered(self)
+    }
 }
 
 impl Session for pop3::Session {
@@ -196,6 +204,10 @@ impl Session for pop3::Session {
     fn stop(&mut self) {
         pop3::Session::stop(self);
     }
+
+    fn buffered(&self) -> usize {
+        pop3::Session::buffered(self)
+    }
 }
 
 impl Session for imap::Session {
@@ -246,6 +258,10 @@ impl Session for imap::Session {
 
     fn stop(&mut self) {
         imap::Session::stop(self);
+    }
+
+    fn buffered(&self) -> usize {
+        imap::Session::buffered(self)
     }
 
     fn news(&mut self) {

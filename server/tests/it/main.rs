@@ -28,6 +28,7 @@ mod hostile_properties;
 mod hostile_smtp;
 mod imap_async;
 mod imap_imaplib;
+mod input_budget;
 mod mail_secret;
 mod races;
 mod readme_e2e;
