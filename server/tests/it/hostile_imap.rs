@@ -115,10 +115,15 @@ fn overlong_command_lines_are_refused_and_the_session_stays_in_step() {
     let mut rig = Rig::with_imap("");
     let port = rig.port("imap");
     let mut c = greeted(port);
-    // Within the largest command (the 64 KB message limit and 64 KiB more) but no command.
+    // Before login the largest command is a login's (16 KiB): within it but no command…
+    expect(
+        &c.imap(&format!("a1 NOOP {}", "x".repeat(10_000))),
+        "a1 BAD",
+    );
+    // …and past it, where a logged-in session would still read it (see a8 below).
     expect(
         &c.imap(&format!("a1 NOOP {}", "x".repeat(100_000))),
-        "a1 BAD",
+        "a1 NO [TOOBIG]",
     );
     // Over it: read through to its end, then refused as too big.
     expect(
@@ -157,6 +162,11 @@ fn overlong_command_lines_are_refused_and_the_session_stays_in_step() {
         "a6 OK",
     );
     expect(&c.imap("a7 SELECT INBOX"), "a7 OK");
+    // Logged in, within the largest command (the 64 KB message limit and 64 KiB more).
+    expect(
+        &c.imap(&format!("a7 NOOP {}", "x".repeat(100_000))),
+        "a7 BAD",
+    );
     expect(
         &c.imap(&format!("a8 SEARCH SUBJECT \"{}\"", "s".repeat(100_000))),
         "a8 OK",
