@@ -35,8 +35,16 @@ fn drain_smtp(session: &mut smtp::Session, out: &mut usize) {
                     quota_left: None,
                 });
             }
+            smtp::Event::Request(smtp::session::Request::OpenMessage(received)) => {
+                black_box(received);
+                let _ = session.answer(smtp::session::Response::Opened);
+            }
+            smtp::Event::Request(smtp::session::Request::AppendMessage(piece)) => {
+                black_box(piece.len());
+                let _ = session.answer(smtp::session::Response::Appended);
+            }
             smtp::Event::Request(smtp::session::Request::Deliver(delivery)) => {
-                black_box(delivery.message.len());
+                black_box(delivery.tail.len());
                 let _ = session.answer(smtp::session::Response::Delivered);
             }
             smtp::Event::Request(_) => {

@@ -14,8 +14,11 @@
 //! - input held while reading commands stays within one line (`buffered()`);
 //! - clear-text credentials are only ever asked about over TLS or when configured;
 //! - a routed path (R16) is never handed to the driver to look up;
-//! - a delivery has recipients, no bare CR or LF (R19), fits the size limit, relays only for a
-//!   client that may relay (R16), and comes through submission only after AUTH;
+//! - a delivery has recipients, no bare CR or LF and no NUL (R19), fits the size limit, relays
+//!   only for a client that may relay (R16), and comes through submission only after AUTH;
+//! - the spool file is opened before DATA's `354`, one at a time, pieces go only to an open
+//!   one and are at most a piece long, and every spool file ends delivered or discarded (a
+//!   failed append is never delivered);
 //! - the `Received:` header cannot end the header block early;
 //! - the replies and requests do not depend on how the stream was cut (when no STARTTLS);
 //! - a session waiting for a command has a deadline, and the timeout closes it with `421`.
@@ -26,7 +29,10 @@ use std::time::{Duration, Instant};
 
 use dirmail_proto::smtp::address::{ForwardPath, classify};
 use dirmail_proto::smtp::session::AnswerError;
-use dirmail_proto::smtp::{Config, Event, Listener, Reply, Request, Response, Session, Target};
+use dirmail_proto::smtp::data::PIECE;
+use dirmail_proto::smtp::{
+    Config, Event, Listener, ReceivedHeader, Reply, Request, Response, Session, Target,
+};
 
 use crate::{Answers, EVENT_BOUND, Header, chunks, only_crlf};
 
@@ -102,6 +108,8 @@ struct Run<'a> {
     handed_out: HashSet<String>,
     /// Replies and requests, for comparing two ways of cutting the stream.
     transcript: Vec<u8>,
+    /// The open spool file: what was appended, and whether an append failed.
+    spool: Option<(Vec<u8>, bool)>,
 }
 
 impl<'a> Run<'a> {
@@ -121,6 +129,7 @@ impl<'a> Run<'a> {
             saw_starttls: false,
             handed_out: HashSet::new(),
             transcript: Vec::new(),
+            spool: None,
         }
     }
 
@@ -255,15 +264,28 @@ impl<'a> Run<'a> {
                 );
                 assert!(self.setup.listener == Listener::Relay || self.authenticated);
             }
+            Request::OpenMessage(received) => {
+                assert!(self.spool.is_none(), "a second spool file opened");
+                assert!(self.setup.listener == Listener::Relay || self.authenticated);
+                check_received(received);
+            }
+            Request::AppendMessage(piece) => {
+                assert!(self.spool.is_some(), "a piece without a spool file");
+                assert!(piece.len() <= PIECE + 1, "a piece of {}", piece.len());
+            }
+            Request::DiscardMessage => assert!(self.spool.is_some(), "nothing to discard"),
             Request::Deliver(delivery) => {
+                let Some((spooled, failed)) = &self.spool else {
+                    panic!("a delivery without a spool file")
+                };
+                assert!(!failed, "a message whose spooling failed was delivered");
+                let message = [spooled.as_slice(), &delivery.tail].concat();
                 assert!(self.setup.listener == Listener::Relay || self.authenticated);
                 assert!(!delivery.recipients.is_empty(), "a delivery to nobody");
                 assert!(delivery.recipients.len() <= MAX_RECIPIENTS);
-                assert!(delivery.message.len() as u64 <= MAX_MESSAGE);
-                assert!(
-                    only_crlf(&delivery.message),
-                    "a bare CR or LF reached the store (R19)"
-                );
+                assert!(message.len() as u64 <= MAX_MESSAGE);
+                assert!(only_crlf(&message), "a bare CR or LF reached the store (R19)");
+                assert!(!message.contains(&0), "a NUL reached the store (R19)");
                 for recipient in &delivery.recipients {
                     match &recipient.target {
                         Target::Relay => assert!(self.may_relay(), "relayed for a stranger (R16)"),
@@ -272,24 +294,6 @@ impl<'a> Run<'a> {
                         }
                     }
                 }
-                // `regressions/smtp_session/received-for-bare-cr`: a relayed recipient once
-                // put a bare CR here.
-                let header = delivery.received.render("Thu, 1 Jan 1970 00:00:00 +0000");
-                assert!(
-                    header.ends_with("\r\n") && only_crlf(header.as_bytes()),
-                    "a bare CR or LF in the Received: header: {header:?}"
-                );
-                assert!(
-                    !header.contains("\r\n\r\n"),
-                    "the Received: header ends the header block: {header:?}"
-                );
-                assert!(
-                    header
-                        .split("\r\n")
-                        .skip(1)
-                        .all(|line| line.is_empty() || line.starts_with('\t')),
-                    "a header line injected into Received: {header:?}"
-                );
             }
         }
     }
@@ -329,12 +333,44 @@ impl<'a> Run<'a> {
                     _ => Response::TempFail,
                 }
             }
-            Request::Deliver(_) => match octet % 4 {
-                0 => Response::Delivered,
-                1 => Response::QuotaExceeded,
-                2 => Response::DiskFull,
-                _ => Response::TempFail,
+            Request::OpenMessage(_) => match octet % 3 {
+                0 | 1 => {
+                    self.spool = Some((Vec::new(), false));
+                    Response::Opened
+                }
+                _ => {
+                    if octet & 4 != 0 {
+                        Response::DiskFull
+                    } else {
+                        Response::TempFail
+                    }
+                }
             },
+            Request::AppendMessage(piece) => {
+                let failure = match octet % 4 {
+                    0 => Some(Response::DiskFull),
+                    1 => Some(Response::TempFail),
+                    _ => None,
+                };
+                if let Some((spooled, failed)) = &mut self.spool {
+                    spooled.extend_from_slice(piece);
+                    *failed |= failure.is_some();
+                }
+                failure.unwrap_or(Response::Appended)
+            }
+            Request::DiscardMessage => {
+                self.spool = None;
+                Response::Discarded
+            }
+            Request::Deliver(_) => {
+                self.spool = None;
+                match octet % 4 {
+                    0 => Response::Delivered,
+                    1 => Response::QuotaExceeded,
+                    2 => Response::DiskFull,
+                    _ => Response::TempFail,
+                }
+            }
         }
     }
 
@@ -368,8 +404,31 @@ fn wrong_response(request: &Request) -> Response {
     match request {
         Request::Authenticate(_) => Response::Delivered,
         Request::CheckRecipient(_) => Response::BadCredentials,
-        Request::Deliver(_) => Response::NotLocal,
+        Request::OpenMessage(_) | Request::DiscardMessage => Response::Delivered,
+        Request::AppendMessage(_) | Request::Deliver(_) => Response::NotLocal,
     }
+}
+
+/// The `Received:` header is one header, CRLF only, and cannot end the header block.
+fn check_received(received: &ReceivedHeader) {
+    // `regressions/smtp_session/received-for-bare-cr`: a relayed recipient once put a bare CR
+    // here.
+    let header = received.render("Thu, 1 Jan 1970 00:00:00 +0000");
+    assert!(
+        header.ends_with("\r\n") && only_crlf(header.as_bytes()),
+        "a bare CR or LF in the Received: header: {header:?}"
+    );
+    assert!(
+        !header.contains("\r\n\r\n"),
+        "the Received: header ends the header block: {header:?}"
+    );
+    assert!(
+        header
+            .split("\r\n")
+            .skip(1)
+            .all(|line| line.is_empty() || line.starts_with('\t')),
+        "a header line injected into Received: {header:?}"
+    );
 }
 
 /// RFC 5321 §4.2 and RFC 3463: `ddd-text` lines then one `ddd text` line, CRLF, one code;

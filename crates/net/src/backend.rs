@@ -14,6 +14,7 @@ use dirmail_proto::auth::Credentials;
 use dirmail_proto::names::{Address, DomainName, MailboxName};
 use dirmail_store as store;
 use dirmail_store::rules::r15_quota_admits;
+use dirmail_store::spool::{self, SpoolFile};
 use dirmail_store::{MailboxRow, Store, StoreError, maildir, secrets};
 
 /// Shared by every connection of a running server.
@@ -81,6 +82,13 @@ impl Backend {
             && store::auth_method(store.conn()).map_err(|e| e.to_string())? == AuthMethod::Ad
         {
             return Err("the store uses Active Directory authentication, and dirmail.toml has no [directory]".into());
+        }
+        // What a crash left in the spool: older than any DATA a live session may still send.
+        let stale_after = config.limits.smtp_data_timeout + std::time::Duration::from_secs(60);
+        let removed =
+            spool::prepare(&config.store.mailroot, stale_after).map_err(|e| e.to_string())?;
+        if removed > 0 {
+            tracing::info!(removed, "removed spool files left by an earlier run");
         }
         Ok(Backend {
             config,
@@ -223,9 +231,23 @@ impl Backend {
         }
     }
 
-    /// R15 then R18: checks every recipient's quota against the whole message first, so
-    /// nothing is delivered in part; then writes one durable copy per recipient.
-    pub fn deliver(&self, recipients: &[(MailboxRow, PathBuf)], message: &[u8]) -> DeliveryOutcome {
+    /// A new spool file for a message coming in, holding `header` (its trace header) so far.
+    pub fn open_spool(&self, header: &[u8]) -> std::io::Result<SpoolFile> {
+        let mut spool =
+            SpoolFile::create(&self.config.store.mailroot, &self.config.server.hostname)?;
+        spool.append(header)?;
+        Ok(spool)
+    }
+
+    /// R15 then R18 for a spooled message: checks every recipient's quota against the whole
+    /// message (the spool file's size) first, so nothing is delivered in part; then links one
+    /// durable copy into each recipient's Maildir. The spool file itself is the caller's to
+    /// drop, which removes it.
+    pub fn deliver(
+        &self,
+        recipients: &[(MailboxRow, PathBuf)],
+        spool: &SpoolFile,
+    ) -> DeliveryOutcome {
         for (mailbox, dir) in recipients {
             if mailbox.quota_bytes.is_none() {
                 continue;
@@ -234,28 +256,17 @@ impl Backend {
                 Ok(u) => u.bytes,
                 Err(e) => return DeliveryOutcome::Failed(e.to_string()),
             };
-            if !r15_quota_admits(mailbox.quota_bytes, used, message.len() as u64) {
+            if !r15_quota_admits(mailbox.quota_bytes, used, spool.size()) {
                 return DeliveryOutcome::QuotaExceeded(mailbox.address.to_string());
             }
         }
-        let mut written = Vec::new();
-        for (_, dir) in recipients {
-            match maildir::deliver(dir, &self.config.server.hostname, message) {
-                Ok(path) => written.push(path),
-                Err(e) => {
-                    // All or nothing: take back the copies already made, then say why.
-                    for path in &written {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    return if is_disk_full(&e) {
-                        DeliveryOutcome::DiskFull
-                    } else {
-                        DeliveryOutcome::Failed(e.to_string())
-                    };
-                }
-            }
+        let maildirs: Vec<&std::path::Path> =
+            recipients.iter().map(|(_, dir)| dir.as_path()).collect();
+        match maildir::deliver_spooled(spool, &maildirs, &self.config.server.hostname) {
+            Ok(_) => DeliveryOutcome::Delivered,
+            Err(e) if is_disk_full(&e) => DeliveryOutcome::DiskFull,
+            Err(e) => DeliveryOutcome::Failed(e.to_string()),
         }
-        DeliveryOutcome::Delivered
     }
 
     /// R20: takes the mailbox for one POP3 session; `None` when another session holds it.
@@ -279,7 +290,8 @@ impl Backend {
     }
 }
 
-fn is_disk_full(e: &std::io::Error) -> bool {
+/// ENOSPC, however the platform spells it.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 

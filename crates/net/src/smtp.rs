@@ -1,5 +1,8 @@
 //! SMTP's side of the [`driver`](super::driver): the session's settings, and the answers to
 //! its requests (logins, recipients, deliveries) from the [`Backend`](super::backend::Backend).
+//! A message in DATA goes to a spool file piece by piece as it arrives (the core hands over at
+//! most [`PIECE`](dirmail_proto::smtp::data::PIECE) octets at a time), written off the async
+//! threads; the file goes with the handler, so a dropped connection leaves nothing behind.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,16 +12,17 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use super::backend::{DeliveryOutcome, RecipientVerdict};
+use super::backend::{DeliveryOutcome, RecipientVerdict, is_disk_full};
 use super::driver::{self, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::smtp::address::RcptAddress;
 use dirmail_proto::smtp::session::{
-    Config as SessionConfig, Delivery, Listener, Request, Response, Session, Target,
+    Config as SessionConfig, Delivery, Listener, ReceivedHeader, Request, Response, Session, Target,
 };
 use dirmail_store::MailboxRow;
+use dirmail_store::spool::SpoolFile;
 
 fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> SessionConfig {
     let c = &shared.config;
@@ -57,6 +61,7 @@ pub async fn serve(
         shared: Arc::clone(&shared),
         peer,
         locals: HashMap::new(),
+        spool: None,
     };
     driver::run(conn, session, &mut handler, &shared, peer).await
 }
@@ -67,6 +72,8 @@ struct Smtp {
     peer: SocketAddr,
     /// Accepted local recipients of the current transaction, by the key the core carries.
     locals: HashMap<String, (MailboxRow, PathBuf)>,
+    /// The message coming in (DATA), removed when dropped.
+    spool: Option<SpoolFile>,
 }
 
 impl Handler<Session> for Smtp {
@@ -91,7 +98,29 @@ impl Handler<Session> for Smtp {
             Request::CheckRecipient(address) => {
                 check_recipient(shared, peer, address, &mut self.locals).await
             }
-            Request::Deliver(delivery) => deliver(shared, peer, delivery, &mut self.locals).await,
+            Request::OpenMessage(received) => {
+                // One message at a time: anything earlier is dropped (and so removed) first.
+                self.spool = None;
+                match open_spool(shared, peer, received).await {
+                    Ok(spool) => {
+                        self.spool = Some(spool);
+                        Response::Opened
+                    }
+                    Err(response) => response,
+                }
+            }
+            Request::AppendMessage(piece) => append(peer, &mut self.spool, piece).await,
+            Request::DiscardMessage => {
+                if let Some(spool) = self.spool.take() {
+                    // Removing a large file frees its blocks: off the async threads.
+                    let _ = tokio::task::spawn_blocking(move || drop(spool)).await;
+                }
+                Response::Discarded
+            }
+            Request::Deliver(delivery) => {
+                let spool = self.spool.take();
+                deliver(shared, peer, delivery, spool, &mut self.locals).await
+            }
         }
     }
 }
@@ -137,12 +166,73 @@ async fn check_recipient(
     }
 }
 
+/// Makes the spool file and writes the trace header, dated now (the start of DATA).
+async fn open_spool(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    received: ReceivedHeader,
+) -> Result<SpoolFile, Response> {
+    let header = received.render(&rfc5322_date(std::time::SystemTime::now()));
+    let backend = Arc::clone(&shared.backend);
+    match tokio::task::spawn_blocking(move || backend.open_spool(header.as_bytes())).await {
+        Ok(Ok(spool)) => Ok(spool),
+        Ok(Err(e)) => Err(spool_failure(peer, &e)),
+        Err(e) => {
+            tracing::error!(%peer, "opening the spool panicked: {e}");
+            Err(Response::TempFail)
+        }
+    }
+}
+
+/// Appends one piece of the message to the spool file, off the async threads.
+async fn append(peer: SocketAddr, slot: &mut Option<SpoolFile>, piece: Vec<u8>) -> Response {
+    let Some(mut spool) = slot.take() else {
+        tracing::error!(%peer, "a piece of DATA without a spool file");
+        return Response::TempFail;
+    };
+    let written = tokio::task::spawn_blocking(move || {
+        let result = spool.append(&piece);
+        (spool, result)
+    })
+    .await;
+    match written {
+        Ok((spool, result)) => {
+            // Kept after a failure too, so the core's DiscardMessage (or the drop) removes it.
+            *slot = Some(spool);
+            match result {
+                Ok(()) => Response::Appended,
+                Err(e) => spool_failure(peer, &e),
+            }
+        }
+        Err(e) => {
+            tracing::error!(%peer, "writing to the spool panicked: {e}");
+            Response::TempFail
+        }
+    }
+}
+
+fn spool_failure(peer: SocketAddr, e: &std::io::Error) -> Response {
+    if is_disk_full(e) {
+        tracing::error!(%peer, "cannot spool the message: the disk is full");
+        Response::DiskFull
+    } else {
+        tracing::error!(%peer, "cannot spool the message: {e}");
+        Response::TempFail
+    }
+}
+
 async fn deliver(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     delivery: Delivery,
+    spool: Option<SpoolFile>,
     locals: &mut HashMap<String, (MailboxRow, PathBuf)>,
 ) -> Response {
+    let Some(mut spool) = spool else {
+        tracing::error!(%peer, "the end of DATA without a spool file");
+        locals.clear();
+        return Response::TempFail;
+    };
     let mut targets: Vec<(MailboxRow, PathBuf)> = Vec::new();
     for recipient in &delivery.recipients {
         match &recipient.target {
@@ -166,13 +256,29 @@ async fn deliver(
         }
     }
     locals.clear();
-    let message = delivery.message_with_trace(&rfc5322_date(std::time::SystemTime::now()));
     let backend = Arc::clone(&shared.backend);
-    let size = message.len();
-    let outcome = tokio::task::spawn_blocking(move || backend.deliver(&targets, &message)).await;
+    let Delivery {
+        envelope_from,
+        recipients,
+        tail,
+    } = delivery;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = match spool.append(&tail) {
+            Ok(()) => backend.deliver(&targets, &spool),
+            Err(e) if is_disk_full(&e) => DeliveryOutcome::DiskFull,
+            Err(e) => DeliveryOutcome::Failed(e.to_string()),
+        };
+        // Delivered or not, the spool file has served: dropping it removes it.
+        (outcome, spool.size())
+    })
+    .await;
+    let (outcome, size) = match outcome {
+        Ok((outcome, size)) => (Ok(outcome), size),
+        Err(e) => (Err(e), 0),
+    };
     match outcome {
         Ok(DeliveryOutcome::Delivered) => {
-            tracing::info!(%peer, from = %delivery.envelope_from, recipients = delivery.recipients.len(), size, "delivered");
+            tracing::info!(%peer, from = %envelope_from, recipients = recipients.len(), size, "delivered");
             Response::Delivered
         }
         Ok(DeliveryOutcome::QuotaExceeded(who)) => {

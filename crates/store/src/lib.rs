@@ -7,6 +7,7 @@ pub mod folders;
 pub mod maildir;
 pub mod schema;
 pub mod secrets;
+pub mod spool;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

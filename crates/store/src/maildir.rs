@@ -1,5 +1,6 @@
 //! The mail root: where each mailbox's Maildir lives (docs/spec.md §3), creating and removing them,
-//! counting what they hold, delivering into them, and sweeping what a crash left in `tmp/`.
+//! counting what they hold, durable delivery (R18) from memory or from a spool file, and
+//! sweeping what a crash left in `tmp/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -127,6 +128,8 @@ pub fn size_in_name(name: &str) -> Option<u64> {
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::spool::SpoolFile;
+
 static UNIQUE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A name unique on this host for this process: `secs.M<micros>P<pid>Q<n>.<host>` (the
@@ -154,36 +157,59 @@ pub(crate) fn unique_name(hostname: &str) -> String {
 }
 
 /// Delivers `message` into `maildir` under a fresh unique name, durably (R18, decided by
-/// [`r18_write_durably`]). Returns the path in `new/`.
+/// [`r18_link_durably`]): written in `tmp/` and fsynced first. Returns the path in `new/`.
 pub fn deliver(maildir: &Path, hostname: &str, message: &[u8]) -> std::io::Result<PathBuf> {
     let name = format!("{},S={}", unique_name(hostname), message.len());
     let tmp = maildir.join("tmp").join(&name);
-    let new = maildir.join("new").join(&name);
-    let result = r18_write_durably(maildir, &tmp, &new, message);
+    let result = write_synced(&tmp, message).and_then(|()| r18_link_durably(&tmp, maildir, &name));
     // Once linked (or failed), the name in `tmp/` has served its purpose either way.
     let _ = fs::remove_file(&tmp);
     result
 }
 
-/// R18: writes `message` into `tmp/`, fsyncs it, links it into `new/` and fsyncs `new/`, so once
-/// this returns the message survives a crash; before it returns nothing is visible in `new/`.
-fn r18_write_durably(
-    maildir: &Path,
-    tmp: &Path,
-    new: &Path,
-    message: &[u8],
-) -> std::io::Result<PathBuf> {
+fn write_synced(path: &Path, message: &[u8]) -> std::io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(tmp)?;
+        .open(path)?;
     file.write_all(message)?;
-    file.sync_all()?;
-    drop(file);
+    file.sync_all()
+}
+
+/// Delivers a spooled message to each Maildir of `maildirs`, one hard link each (R18, decided
+/// by [`r18_link_durably`]): the spool file is fsynced once, then each link and its `new/`.
+/// All or nothing: on an error the links already made are taken back. Returns the paths.
+pub fn deliver_spooled(
+    spool: &SpoolFile,
+    maildirs: &[&Path],
+    hostname: &str,
+) -> std::io::Result<Vec<PathBuf>> {
+    spool.sync()?;
+    let mut made = Vec::with_capacity(maildirs.len());
+    for maildir in maildirs {
+        let name = format!("{},S={}", unique_name(hostname), spool.size());
+        match r18_link_durably(spool.path(), maildir, &name) {
+            Ok(path) => made.push(path),
+            Err(e) => {
+                for path in &made {
+                    let _ = fs::remove_file(path);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// R18: links `synced`, a message file whose content is already fsynced, into `maildir`'s
+/// `new/` as `name`, then fsyncs `new/`, so once this returns the message survives a crash;
+/// before it returns nothing is visible in `new/` that a crash could leave half written.
+fn r18_link_durably(synced: &Path, maildir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let new = maildir.join("new").join(name);
     // A hard link never replaces an existing file, unlike rename.
-    fs::hard_link(tmp, new)?;
+    fs::hard_link(synced, &new)?;
     fs::File::open(maildir.join("new"))?.sync_all()?;
-    Ok(new.to_path_buf())
+    Ok(new)
 }
 
 /// One message as a POP3 session sees it.
@@ -415,6 +441,42 @@ mod tests {
         assert_eq!(list_inbox(&dir).unwrap().len(), 1);
         // Deleting what is already gone is fine.
         delete_messages(&[&list[0]]).unwrap();
+    }
+
+    #[test]
+    fn a_spooled_message_is_linked_into_each_maildir() {
+        let root = tempfile::tempdir().unwrap();
+        let mailroot = root.path().join("mail");
+        let (a, b) = (mailroot.join("example.jp/a"), mailroot.join("example.jp/b"));
+        create(&a).unwrap();
+        create(&b).unwrap();
+        crate::spool::prepare(&mailroot, std::time::Duration::from_secs(60)).unwrap();
+        let mut spool = SpoolFile::create(&mailroot, "mx").unwrap();
+        spool.append(b"Subject: s\r\n\r\n").unwrap();
+        spool.append(b"spooled\r\n").unwrap();
+        let paths = deliver_spooled(&spool, &[a.as_path(), b.as_path()], "mx").unwrap();
+        drop(spool);
+        assert_eq!(paths.len(), 2);
+        for (path, dir) in paths.iter().zip([&a, &b]) {
+            assert!(path.starts_with(dir.join("new")));
+            assert_eq!(fs::read(path).unwrap(), b"Subject: s\r\n\r\nspooled\r\n");
+            assert_eq!(
+                usage(dir).unwrap(),
+                Usage {
+                    messages: 1,
+                    bytes: 23
+                }
+            );
+        }
+        assert_eq!(
+            fs::read_dir(crate::spool::dir(&mailroot)).unwrap().count(),
+            0
+        );
+        // A Maildir that is not there: nothing is delivered to the others either.
+        let spool = SpoolFile::create(&mailroot, "mx").unwrap();
+        let gone = mailroot.join("example.jp/gone");
+        assert!(deliver_spooled(&spool, &[a.as_path(), gone.as_path()], "mx").is_err());
+        assert_eq!(usage(&a).unwrap().messages, 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use dirmail_proto::smtp::address::{ForwardPath, RcptAddress, classify};
 use dirmail_proto::smtp::command::{self, Command};
-use dirmail_proto::smtp::{Config, Delivery, Event, Reply, Request, Response, Session};
+use dirmail_proto::smtp::{Config, Event, ReceivedHeader, Reply, Request, Response, Session};
 use proptest::prelude::*;
 
 const LOCAL_DOMAIN: &str = "example.jp";
@@ -59,11 +59,12 @@ fn rcpt(raw: &str, peer: IpAddr, allow: &[&str], authenticated: bool) -> Outcome
 }
 
 /// Plays the driver until the session waits for input: replies, whether a recipient was
-/// looked up, and the deliveries asked for.
-fn drain(session: &mut Session) -> (Vec<Reply>, bool, Vec<Delivery>) {
+/// looked up, and the deliveries asked for (by the trace header their spool file began with).
+fn drain(session: &mut Session) -> (Vec<Reply>, bool, Vec<ReceivedHeader>) {
     let mut replies = Vec::new();
     let mut looked_up = false;
     let mut deliveries = Vec::new();
+    let mut spooled = None;
     for _ in 0..1_000 {
         let Some(event) = session.poll() else {
             return (replies, looked_up, deliveries);
@@ -94,8 +95,14 @@ fn drain(session: &mut Session) -> (Vec<Reply>, bool, Vec<Delivery>) {
                             },
                         }
                     }
-                    Request::Deliver(delivery) => {
-                        deliveries.push(delivery);
+                    Request::OpenMessage(received) => {
+                        spooled = Some(received);
+                        Response::Opened
+                    }
+                    Request::AppendMessage(_) => Response::Appended,
+                    Request::DiscardMessage => Response::Discarded,
+                    Request::Deliver(_) => {
+                        deliveries.extend(spooled.take());
                         Response::Delivered
                     }
                 };
@@ -360,9 +367,7 @@ fn received_for_recipient_is_cleaned() {
     );
     let (replies, _, deliveries) = drain(&mut session);
     assert_eq!(deliveries.len(), 1, "{replies:?}");
-    let header = deliveries[0]
-        .received
-        .render("Thu, 1 Jan 1970 00:00:00 +0000");
+    let header = deliveries[0].render("Thu, 1 Jan 1970 00:00:00 +0000");
     let bare_cr = header
         .as_bytes()
         .windows(2)

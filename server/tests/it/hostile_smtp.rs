@@ -1,5 +1,5 @@
 //! Hostile input over the wire against the real SMTP listener (issue 7): overlong lines, a
-//! DATA stream with no end, NUL and invalid UTF-8, broken and cancelled AUTH, commands out of
+//! DATA stream with no end, NUL (refused, R19) and invalid UTF-8, broken and cancelled AUTH, commands out of
 //! order, huge pipelined bursts, a client that reads nothing, slow-drip clients, connection
 //! floods (the whole limit and one address's share of it), clients that go silent (the
 //! configured command and DATA timeouts) and password guessing. Each case expects a clear reply and a server that still
@@ -132,7 +132,7 @@ fn a_data_stream_without_end_costs_bounded_memory_and_delivers_nothing() {
 }
 
 #[test]
-fn nul_bytes_and_invalid_utf8_get_replies_and_arrive_untouched() {
+fn nul_bytes_and_invalid_utf8_get_replies_nul_is_refused_the_rest_arrives_untouched() {
     let mut rig = Rig::start("");
     let port = rig.port("smtp");
     let mut c = Client::connect(port);
@@ -152,8 +152,14 @@ fn nul_bytes_and_invalid_utf8_get_replies_and_arrive_untouched() {
     expect(&c.cmd("MAIL FROM:<a@client.example>"), "250");
     expect(&c.cmd("RCPT TO:<bob@example.jp>"), "250");
     expect(&c.cmd("DATA"), "354");
-    let body =
-        b"Subject: binary\r\n\r\nnul \0 here, invalid \xff\xfe utf-8, \xe3\x81\x82 valid\r\n";
+    // R19 (issue 21): a NUL is refused like a bare CR or LF; nothing is stored.
+    c.send(b"Subject: binary\r\n\r\nnul \0 here\r\n");
+    expect(&c.cmd("."), "550 5.6.0");
+    assert!(rig.delivered("bob").is_empty());
+    expect(&c.cmd("MAIL FROM:<a@client.example>"), "250");
+    expect(&c.cmd("RCPT TO:<bob@example.jp>"), "250");
+    expect(&c.cmd("DATA"), "354");
+    let body = b"Subject: binary\r\n\r\ninvalid \xff\xfe utf-8, \xe3\x81\x82 valid\r\n";
     c.send(body);
     expect(&c.cmd("."), "250 2.0.0");
     let stored = rig.delivered("bob");

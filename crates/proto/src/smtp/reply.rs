@@ -278,6 +278,13 @@ impl Reply {
             "Message refused: bare CR or LF in the data; lines must end with CRLF",
         )
     }
+    pub fn nul_octets() -> Reply {
+        r(
+            550,
+            (5, 6, 0),
+            "Message refused: NUL octets are not accepted",
+        )
+    }
     pub fn no_valid_recipients() -> Reply {
         r(554, (5, 5, 1), "No valid recipients")
     }

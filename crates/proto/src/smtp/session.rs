@@ -101,32 +101,36 @@ pub enum Request {
     /// Is this a local recipient? → [`Response::Local`], [`Response::LocalUnknown`],
     /// [`Response::NotLocal`] or [`Response::TempFail`]. Never asked for a routed path (R16).
     CheckRecipient(RcptAddress),
-    /// Store this message (R18) → [`Response::Delivered`], [`Response::QuotaExceeded`],
-    /// [`Response::DiskFull`] or [`Response::TempFail`].
+    /// DATA may start: make a spool file in the store for the message and write this trace
+    /// header at its head, dated by the driver → [`Response::Opened`] (then `354`),
+    /// [`Response::DiskFull`] or [`Response::TempFail`]. The message arrives in pieces after it,
+    /// so a session holds at most one piece ([`super::data::PIECE`]) whatever the size.
+    OpenMessage(ReceivedHeader),
+    /// The next piece of the message (CRLF line endings, dots un-stuffed), to append to the
+    /// spool file → [`Response::Appended`], [`Response::DiskFull`] or [`Response::TempFail`].
+    /// After a failure the core reads to the end of the data, asks [`Request::DiscardMessage`]
+    /// and gives the failure's reply.
+    AppendMessage(Vec<u8>),
+    /// Append the last piece and store the spooled message (R15 on its whole size, then R18)
+    /// → [`Response::Delivered`], [`Response::QuotaExceeded`], [`Response::DiskFull`] or
+    /// [`Response::TempFail`]. Whatever the answer, the spool file is then gone.
     Deliver(Delivery),
+    /// Remove the spool file: the message is refused (R19, too big) or could not be spooled
+    /// → [`Response::Discarded`]. A connection that drops mid-DATA asks nothing; the driver
+    /// removes the file itself.
+    DiscardMessage,
 }
 
-/// One accepted message.
+/// One accepted message, whose content is in the spool file (with its trace header) but for
+/// `tail`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// The reverse-path as written; empty for the null sender `<>`.
     pub envelope_from: String,
     pub recipients: Vec<Recipient>,
-    /// The trace header to write before `message`, once the driver supplies the date.
-    pub received: ReceivedHeader,
-    /// The content: CRLF line endings, dots un-stuffed, without the final `.` line.
-    pub message: Vec<u8>,
-}
-
-impl Delivery {
-    /// The whole message to store: `Received:` (dated `date`, RFC 5322 form) then content.
-    pub fn message_with_trace(&self, date: &str) -> Vec<u8> {
-        let header = self.received.render(date);
-        let mut whole = Vec::with_capacity(header.len() + self.message.len());
-        whole.extend_from_slice(header.as_bytes());
-        whole.extend_from_slice(&self.message);
-        whole
-    }
+    /// The last piece of the content: CRLF line endings, dots un-stuffed, without the final
+    /// `.` line.
+    pub tail: Vec<u8>,
 }
 
 /// An accepted recipient.
@@ -200,6 +204,12 @@ pub enum Response {
     /// R17: a local domain, no such mailbox.
     LocalUnknown,
     NotLocal,
+    /// The spool file is made and holds the trace header.
+    Opened,
+    /// The piece is in the spool file.
+    Appended,
+    /// The spool file is removed.
+    Discarded,
     Delivered,
     QuotaExceeded,
     DiskFull,
@@ -234,15 +244,31 @@ const MAX_PENDING_INPUT: usize = 256 * 1024;
 #[derive(Debug)]
 enum Pending {
     Auth,
-    Recipient { address: String },
+    Recipient {
+        address: String,
+    },
+    /// The spool file for DATA.
+    Open,
+    /// A piece of the message being written to the spool file.
+    Append(Incoming),
     Deliver,
+    /// The spool file being removed; then this reply.
+    Discard(Reply),
+}
+
+/// A message coming in: the DATA reader, and the reply to give at its end when the spool
+/// failed on the way (the message is then read to its end and dropped).
+#[derive(Debug)]
+struct Incoming {
+    reader: DataReader,
+    failure: Option<Reply>,
 }
 
 #[derive(Debug)]
 enum State {
     Command,
     Sasl(Sasl),
-    Data(DataReader),
+    Data(Incoming),
     Waiting(Pending),
     AwaitingTls,
     Closed,
@@ -344,12 +370,19 @@ impl Session {
                     | Response::NotLocal
                     | Response::TempFail
             ) | (
-                Pending::Deliver,
-                Response::Delivered
-                    | Response::QuotaExceeded
-                    | Response::DiskFull
-                    | Response::TempFail
-            )
+                Pending::Open,
+                Response::Opened | Response::DiskFull | Response::TempFail
+            ) | (
+                Pending::Append(_),
+                Response::Appended | Response::DiskFull | Response::TempFail
+            ) | (Pending::Discard(_), Response::Discarded)
+                | (
+                    Pending::Deliver,
+                    Response::Delivered
+                        | Response::QuotaExceeded
+                        | Response::DiskFull
+                        | Response::TempFail
+                )
         );
         if !fits {
             return Err(AnswerError::Mismatch);
@@ -360,7 +393,10 @@ impl Session {
         match pending {
             Pending::Auth => self.auth_answer(response),
             Pending::Recipient { address } => self.recipient_answer(address, response),
+            Pending::Open => self.open_answer(response),
+            Pending::Append(incoming) => self.append_answer(incoming, response),
             Pending::Deliver => self.deliver_answer(response),
+            Pending::Discard(reply) => self.reply(reply),
         }
         self.process();
         Ok(())
@@ -415,13 +451,16 @@ impl Session {
     fn process(&mut self) {
         loop {
             match std::mem::replace(&mut self.state, State::Command) {
-                State::Data(mut reader) => {
-                    let used = reader.ingest(self.input.unread());
+                State::Data(mut incoming) => {
+                    let used = incoming.reader.ingest(self.input.unread());
                     self.input.consume(used);
-                    if reader.is_done() {
-                        self.end_of_data(reader.finish());
+                    if incoming.reader.is_done() {
+                        self.end_of_data(incoming);
+                    } else if incoming.reader.piece_full() {
+                        let piece = incoming.reader.take_piece();
+                        self.ask(Pending::Append(incoming), Request::AppendMessage(piece));
                     } else {
-                        self.state = State::Data(reader);
+                        self.state = State::Data(incoming);
                         return;
                     }
                 }
@@ -509,9 +548,11 @@ impl Session {
             Command::Data => match &self.tx {
                 None => self.refuse(Reply::bad_sequence("Need MAIL command first")),
                 Some(tx) if tx.recipients.is_empty() => self.refuse(Reply::no_valid_recipients()),
-                Some(_) => {
-                    self.reply(Reply::start_data());
-                    self.state = State::Data(DataReader::new(self.config.max_message_size));
+                Some(tx) => {
+                    // The spool file first: a store that cannot take the message says so
+                    // before the client sends it.
+                    let received = self.received_header(tx);
+                    self.ask(Pending::Open, Request::OpenMessage(received));
                 }
             },
             Command::Rset => {
@@ -716,24 +757,57 @@ impl Session {
         }
     }
 
-    fn end_of_data(&mut self, outcome: DataOutcome) {
-        let Some(tx) = self.tx.take() else {
-            return self.reply(Reply::bad_sequence("Need MAIL command first"));
-        };
-        match outcome {
-            DataOutcome::BareLineEnding => self.reply(Reply::bare_line_ending()),
-            DataOutcome::TooBig => self.reply(Reply::too_big()),
-            DataOutcome::Message(message) => {
-                let received = self.received_header(&tx);
-                let delivery = Delivery {
-                    envelope_from: tx.from,
-                    recipients: tx.recipients,
-                    received,
-                    message,
-                };
-                self.ask(Pending::Deliver, Request::Deliver(delivery));
+    fn open_answer(&mut self, response: Response) {
+        match response {
+            Response::Opened => {
+                self.reply(Reply::start_data());
+                self.state = State::Data(Incoming {
+                    reader: DataReader::new(self.config.max_message_size),
+                    failure: None,
+                });
             }
+            // The transaction stays: the client may try DATA again, or RSET.
+            Response::DiskFull => self.reply(Reply::disk_full()),
+            _ => self.reply(Reply::delivery_temp_fail()),
         }
+    }
+
+    fn append_answer(&mut self, mut incoming: Incoming, response: Response) {
+        if response != Response::Appended {
+            // Read on to the end of the data (the client is still sending), keep nothing,
+            // then say why.
+            incoming.failure = Some(match response {
+                Response::DiskFull => Reply::disk_full(),
+                _ => Reply::delivery_temp_fail(),
+            });
+            incoming.reader.discard();
+        }
+        self.state = State::Data(incoming);
+    }
+
+    /// The end of the data: a good message is delivered from the spool; a refused one (R19,
+    /// too big) or one the spool could not take is discarded, then refused.
+    fn end_of_data(&mut self, incoming: Incoming) {
+        let Incoming { reader, failure } = incoming;
+        let tx = self.tx.take();
+        let refusal = match reader.finish() {
+            DataOutcome::BareLineEnding => Reply::bare_line_ending(),
+            DataOutcome::Nul => Reply::nul_octets(),
+            DataOutcome::TooBig => Reply::too_big(),
+            DataOutcome::Message(tail) => match (failure, tx) {
+                (Some(failure), _) => failure,
+                (None, None) => Reply::bad_sequence("Need MAIL command first"),
+                (None, Some(tx)) => {
+                    let delivery = Delivery {
+                        envelope_from: tx.from,
+                        recipients: tx.recipients,
+                        tail,
+                    };
+                    return self.ask(Pending::Deliver, Request::Deliver(delivery));
+                }
+            },
+        };
+        self.ask(Pending::Discard(refusal), Request::DiscardMessage);
     }
 
     fn received_header(&self, tx: &Transaction) -> ReceivedHeader {

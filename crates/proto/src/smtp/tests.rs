@@ -12,11 +12,27 @@ use crate::names::Secret;
 const DOMAIN: &str = "example.jp";
 
 /// Plays the driver: a directory with `user@example.jp` (password `secret`), `full@` (100
-/// octets of quota left), `temp@` (directory down), and a store that fails on request.
+/// octets of quota left), `temp@` (directory down), a spool file kept in memory, and a store
+/// that fails on request.
 #[derive(Debug, Default)]
 struct Driver {
     requests: Vec<Request>,
-    deliveries: Vec<Delivery>,
+    deliveries: Vec<Stored>,
+    /// The spool file of the message coming in: its trace header and what was appended.
+    spool: Option<(ReceivedHeader, Vec<u8>)>,
+    /// The answer to `OpenMessage` and to `AppendMessage` when not the usual one.
+    open_fails: Option<Response>,
+    append_fails: Option<Response>,
+    discards: usize,
+}
+
+/// A message as the driver stored it.
+#[derive(Debug, Clone)]
+struct Stored {
+    envelope_from: String,
+    recipients: Vec<Recipient>,
+    received: ReceivedHeader,
+    message: Vec<u8>,
 }
 
 impl Driver {
@@ -63,9 +79,38 @@ impl Driver {
                     _ => Response::LocalUnknown,
                 }
             }
+            Request::OpenMessage(received) => {
+                assert!(self.spool.is_none(), "a spool file was left behind");
+                if let Some(failure) = &self.open_fails {
+                    return failure.clone();
+                }
+                self.spool = Some((received.clone(), Vec::new()));
+                Response::Opened
+            }
+            Request::AppendMessage(piece) => {
+                assert!(piece.len() <= data::PIECE + 1, "a piece of {}", piece.len());
+                if let Some(failure) = &self.append_fails {
+                    return failure.clone();
+                }
+                let (_, spooled) = self.spool.as_mut().expect("a spool file");
+                spooled.extend_from_slice(piece);
+                Response::Appended
+            }
+            Request::DiscardMessage => {
+                self.spool.take().expect("a spool file to discard");
+                self.discards += 1;
+                Response::Discarded
+            }
             Request::Deliver(delivery) => {
-                self.deliveries.push(delivery.clone());
-                let text = String::from_utf8_lossy(&delivery.message);
+                let (received, mut message) = self.spool.take().expect("a spool file");
+                message.extend_from_slice(&delivery.tail);
+                let text = String::from_utf8_lossy(&message).into_owned();
+                self.deliveries.push(Stored {
+                    envelope_from: delivery.envelope_from.clone(),
+                    recipients: delivery.recipients.clone(),
+                    received,
+                    message,
+                });
                 if text.contains("DISKFULL") {
                     Response::DiskFull
                 } else if text.contains("OVERQUOTA") {
@@ -286,11 +331,6 @@ fn helo_and_a_plain_delivery() {
     assert_eq!(
         delivery.received.render("Mon, 1 Jan 2024 00:00:00 +0000"),
         "Received: from client.example ([192.0.2.10])\r\n\tby mx.example.jp (dirmail) with SMTP\r\n\tfor <user@example.jp>; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-    );
-    assert!(
-        delivery
-            .message_with_trace("D")
-            .starts_with(b"Received: from client.example")
     );
     // The transaction is over; the session goes on.
     h.cmd("RCPT TO:<user@example.jp>").expect("503 5.5.1");
@@ -815,4 +855,118 @@ fn implicit_tls_port_requires_auth() {
     h.send(b"Subject: out\r\n\r\nhi\r\n.\r\n")
         .expect("250 2.0.0");
     assert_eq!(h.driver.deliveries[0].received.protocol, "ESMTPSA");
+}
+
+/// A session inside DATA to user@.
+fn in_data(h: &mut Harness) {
+    h.cmd("MAIL FROM:<a@b.example>").expect("250");
+    h.cmd("RCPT TO:<user@example.jp>").expect("250");
+    h.cmd("DATA").expect("354");
+}
+
+#[test]
+fn data_opens_the_spool_file_before_354() {
+    let mut h = Harness::ready(config());
+    h.cmd("MAIL FROM:<a@b.example>").expect("250");
+    h.cmd("RCPT TO:<user@example.jp>").expect("250");
+    h.cmd("DATA").expect("354");
+    assert!(matches!(
+        h.driver.requests.last(),
+        Some(Request::OpenMessage(received)) if received.for_recipient.as_deref() == Some("user@example.jp")
+    ));
+    h.send(b"hi\r\n.\r\n").expect("250 2.0.0");
+    // A store that cannot take a message says so instead of 354; the transaction stays.
+    for (failure, code) in [
+        (Response::DiskFull, "452 4.3.1"),
+        (Response::TempFail, "451 4.3.0"),
+    ] {
+        let mut h = Harness::ready(config());
+        h.driver.open_fails = Some(failure);
+        h.cmd("MAIL FROM:<a@b.example>").expect("250");
+        h.cmd("RCPT TO:<user@example.jp>").expect("250");
+        // What the client pipelined behind DATA is read as commands, never as a message.
+        h.send(b"DATA\r\nRCPT TO:<other@example.jp>\r\n")
+            .contains(code)
+            .expect("250 2.1.5");
+        h.driver.open_fails = None;
+        h.cmd("DATA").expect("354");
+        h.send(b"again\r\n.\r\n").expect("250 2.0.0");
+        assert_eq!(h.driver.deliveries[0].recipients.len(), 2);
+    }
+}
+
+#[test]
+fn a_long_message_goes_to_the_spool_in_pieces() {
+    let mut big = config();
+    big.max_message_size = 10 * 1024 * 1024;
+    let mut h = Harness::ready(big);
+    in_data(&mut h);
+    let mut message = Vec::new();
+    while message.len() < 5 * data::PIECE {
+        message.extend_from_slice(&[b'm'; 900]);
+        message.extend_from_slice(b"\r\n..stuffed\r\n");
+    }
+    let mut wire = message.clone();
+    wire.extend_from_slice(b".\r\n");
+    for chunk in wire.chunks(16 * 1024) {
+        h.send(chunk);
+        assert!(h.session.buffered() <= 16 * 1024);
+    }
+    let pieces = h
+        .driver
+        .requests
+        .iter()
+        .filter(|r| matches!(r, Request::AppendMessage(_)))
+        .count();
+    assert!(pieces >= 4, "{pieces} pieces");
+    let unstuffed: Vec<u8> = String::from_utf8(message)
+        .unwrap()
+        .replace("\r\n..", "\r\n.")
+        .into_bytes();
+    assert_eq!(h.driver.deliveries.len(), 1);
+    assert!(h.driver.deliveries[0].message == unstuffed);
+}
+
+#[test]
+fn a_spool_failure_reads_to_the_end_then_refuses_and_discards() {
+    for (failure, code) in [
+        (Response::DiskFull, "452 4.3.1"),
+        (Response::TempFail, "451 4.3.0"),
+    ] {
+        let mut big = config();
+        big.max_message_size = 10 * 1024 * 1024;
+        let mut h = Harness::ready(big);
+        h.driver.append_fails = Some(failure);
+        in_data(&mut h);
+        h.send(&[b'x'; 3 * data::PIECE]).empty();
+        // A command inside the data is data, not a command.
+        h.send(b"\r\nRCPT TO:<other@example.jp>\r\n").empty();
+        h.send(b".\r\n").expect(code);
+        assert!(h.driver.deliveries.is_empty());
+        assert_eq!(h.driver.discards, 1);
+        assert!(h.driver.spool.is_none());
+        assert_eq!(h.checked_recipients(), 1);
+        h.cmd("NOOP").expect("250 2.0.0");
+    }
+}
+
+#[test]
+fn nul_in_data_is_refused_like_a_bare_line_ending_r19() {
+    let mut h = Harness::ready(config());
+    in_data(&mut h);
+    h.send(b"Subject: x\r\n\r\nnul \0 here\r\n").empty();
+    h.send(b".\r\n")
+        .expect("550 5.6.0")
+        .contains("NUL octets are not accepted");
+    assert!(h.driver.deliveries.is_empty());
+    assert_eq!(h.driver.discards, 1);
+    h.cmd("NOOP").expect("250 2.0.0");
+    // Every refusal at the end of DATA removes the spool file.
+    in_data(&mut h);
+    h.send(b"bare\nLF\r\n.\r\n").expect("554 5.6.0");
+    in_data(&mut h);
+    h.send(&[b'y'; 2000]).empty();
+    h.send(b"\r\n.\r\n").expect("552 5.3.4");
+    assert_eq!(h.driver.discards, 3);
+    assert!(h.driver.spool.is_none() && h.driver.deliveries.is_empty());
 }
