@@ -5,6 +5,7 @@
 
 pub mod folders;
 pub mod maildir;
+pub mod queue;
 pub mod schema;
 pub mod secrets;
 pub mod spool;

@@ -1,0 +1,417 @@
+//! The outbound queue (issue 12): messages accepted for recipients outside the local domains,
+//! kept on disk until each recipient is delivered, bounced or expired.
+//!
+//! The queue is `.queue/` in the mail root (on the Maildirs' filesystem, like the spool; no
+//! domain begins with a dot, R10), with two directories:
+//! - `msg/<id>`: the message, a hard link of its spool file, so queueing copies nothing;
+//! - `env/<id>`: its envelope and each recipient's state, as JSON, replaced whole (written
+//!   aside, fsynced, renamed over, directory fsynced) at every change.
+//!
+//! The envelope is written last and removed first, so it is what makes an entry exist: a
+//! crash between the two steps leaves a message file with no envelope, which
+//! [`Queue::open`] removes (it was never acknowledged, or its entry was already finished).
+//! Listing reads only the small envelope files, so a long queue costs the server little
+//! memory: the runner keeps ids and times, and loads one entry when it works on it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::spool::SpoolFile;
+use super::{StoreError, io_context, private_dir};
+
+/// The queue's directory in the mail root.
+pub const QUEUE_DIR: &str = ".queue";
+
+/// Where a recipient of a queued message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecipientState {
+    /// Still to be delivered; tried again at `next_attempt`.
+    Pending,
+    /// The remote server accepted it (`250`).
+    Delivered,
+    /// Given up: a permanent refusal, a null MX, or expiry. A notification goes to the sender.
+    Failed,
+}
+
+/// One recipient of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedRecipient {
+    /// The forward-path as the client wrote it.
+    pub address: String,
+    pub state: RecipientState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When to try next (seconds since the epoch); meaningful while pending.
+    pub next_attempt: i64,
+    /// The last answer: the remote reply, or why no server could be reached.
+    pub last_reply: Option<String>,
+    /// The host (and address) of the last attempt.
+    pub last_host: Option<String>,
+}
+
+/// A queued message's envelope and state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    /// The reverse-path; empty for the null sender `<>` (a bounce, which never gets one).
+    pub reverse_path: String,
+    /// When it was accepted (seconds since the epoch).
+    pub arrived: i64,
+    /// The message's size in octets.
+    pub size: u64,
+    pub recipients: Vec<QueuedRecipient>,
+    /// A "still trying" notice has gone to the sender.
+    pub delay_notice_sent: bool,
+}
+
+impl Entry {
+    /// Every recipient delivered or given up: the entry can go.
+    pub fn is_finished(&self) -> bool {
+        self.recipients
+            .iter()
+            .all(|r| r.state != RecipientState::Pending)
+    }
+
+    /// The earliest time a pending recipient is due, if any is pending.
+    pub fn next_due(&self) -> Option<i64> {
+        self.recipients
+            .iter()
+            .filter(|r| r.state == RecipientState::Pending)
+            .map(|r| r.next_attempt)
+            .min()
+    }
+}
+
+/// Why an entry could not be found or read.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{0:?} is not a queue id")]
+    BadId(String),
+    #[error("no queued message {0}")]
+    NotFound(String),
+    #[error("the envelope of {id} cannot be read: {why}")]
+    Corrupt { id: String, why: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// The queue of one mail root.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    root: PathBuf,
+}
+
+impl Queue {
+    /// Opens (making when missing) the queue under `mailroot`, and removes what a crash left:
+    /// message files without an envelope and envelopes half written.
+    pub fn open(mailroot: &Path) -> Result<Queue, StoreError> {
+        let queue = Queue {
+            root: mailroot.join(QUEUE_DIR),
+        };
+        private_dir(&queue.root)?;
+        private_dir(&queue.msg_dir())?;
+        private_dir(&queue.env_dir())?;
+        let read = |dir: PathBuf| -> Result<Vec<fs::DirEntry>, StoreError> {
+            let entries =
+                fs::read_dir(&dir).map_err(io_context(format!("cannot read {}", dir.display())))?;
+            Ok(entries.flatten().collect())
+        };
+        for entry in read(queue.env_dir())? {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        for entry in read(queue.msg_dir())? {
+            let name = entry.file_name();
+            if !queue.env_dir().join(&name).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(queue)
+    }
+
+    fn msg_dir(&self) -> PathBuf {
+        self.root.join("msg")
+    }
+
+    fn env_dir(&self) -> PathBuf {
+        self.root.join("env")
+    }
+
+    /// Where a queued message's content is.
+    pub fn message_path(&self, id: &str) -> Result<PathBuf, QueueError> {
+        check_id(id)?;
+        Ok(self.msg_dir().join(id))
+    }
+
+    /// Queues the spooled message for `recipients`, durably: once this returns, a crash loses
+    /// nothing (the message file and its envelope are fsynced, and their directories).
+    /// Returns the new entry.
+    pub fn enqueue(
+        &self,
+        spool: &SpoolFile,
+        reverse_path: &str,
+        recipients: &[String],
+        hostname: &str,
+        now: i64,
+    ) -> std::io::Result<Entry> {
+        spool.sync()?;
+        // A host name could hold what an id may not (see `check_id`).
+        let id: String = crate::maildir::unique_name(hostname)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let msg = self.msg_dir().join(&id);
+        fs::hard_link(spool.path(), &msg)?;
+        let entry = Entry {
+            id,
+            reverse_path: reverse_path.to_owned(),
+            arrived: now,
+            size: spool.size(),
+            recipients: recipients
+                .iter()
+                .map(|address| QueuedRecipient {
+                    address: address.clone(),
+                    state: RecipientState::Pending,
+                    attempts: 0,
+                    next_attempt: now,
+                    last_reply: None,
+                    last_host: None,
+                })
+                .collect(),
+            delay_notice_sent: false,
+        };
+        let written = fs::File::open(self.msg_dir())
+            .and_then(|dir| dir.sync_all())
+            .and_then(|()| self.save(&entry));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&msg);
+            return Err(e);
+        }
+        Ok(entry)
+    }
+
+    /// Replaces an entry's envelope with `entry`, durably.
+    pub fn save(&self, entry: &Entry) -> std::io::Result<()> {
+        check_id(&entry.id).map_err(std::io::Error::other)?;
+        let json = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
+        let aside = self.env_dir().join(format!(".{}.new", entry.id));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&aside)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&aside, self.env_dir().join(&entry.id))?;
+        fs::File::open(self.env_dir())?.sync_all()
+    }
+
+    /// The entry `id`.
+    pub fn load(&self, id: &str) -> Result<Entry, QueueError> {
+        check_id(id)?;
+        let path = self.env_dir().join(id);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(QueueError::NotFound(id.to_owned()));
+            }
+            Err(source) => {
+                return Err(QueueError::Io {
+                    context: format!("cannot read {}", path.display()),
+                    source,
+                });
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| QueueError::Corrupt {
+            id: id.to_owned(),
+            why: e.to_string(),
+        })
+    }
+
+    /// Every entry, oldest first; an envelope that cannot be read is reported beside them.
+    pub fn list(&self) -> Result<(Vec<Entry>, Vec<QueueError>), QueueError> {
+        let dir = self.env_dir();
+        let entries = fs::read_dir(&dir).map_err(|source| QueueError::Io {
+            context: format!("cannot read {}", dir.display()),
+            source,
+        })?;
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        // Unique names begin with the arrival second and microsecond, so this is arrival order.
+        ids.sort();
+        let (mut found, mut unreadable) = (Vec::new(), Vec::new());
+        for id in ids {
+            match self.load(&id) {
+                Ok(entry) => found.push(entry),
+                // Finished and removed since the directory was read.
+                Err(QueueError::NotFound(_)) => {}
+                Err(e) => unreadable.push(e),
+            }
+        }
+        Ok((found, unreadable))
+    }
+
+    /// Removes an entry: its envelope first (from then on it does not exist), then its message.
+    pub fn remove(&self, id: &str) -> Result<(), QueueError> {
+        check_id(id)?;
+        let io = |context: String| move |source| QueueError::Io { context, source };
+        match fs::remove_file(self.env_dir().join(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(QueueError::NotFound(id.to_owned()));
+            }
+            Err(e) => return Err(io(format!("cannot remove the envelope of {id}"))(e)),
+        }
+        fs::File::open(self.env_dir())
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("cannot sync the queue".into()))?;
+        match fs::remove_file(self.msg_dir().join(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("cannot remove the message of {id}"))(e)),
+        }
+    }
+}
+
+/// An id names a file in the queue's directories and nothing else: what
+/// [`crate::maildir::unique_name`] makes (letters, digits, `.`, `_`, `-`), not beginning with a
+/// dot, so `dirmail queue show ../../etc/passwd` is refused.
+fn check_id(id: &str) -> Result<(), QueueError> {
+    let fits = !id.is_empty()
+        && id.len() <= 255
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if fits {
+        Ok(())
+    } else {
+        Err(QueueError::BadId(id.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spooled(mailroot: &Path, text: &[u8]) -> SpoolFile {
+        crate::spool::prepare(mailroot, std::time::Duration::from_secs(60)).unwrap();
+        let mut spool = SpoolFile::create(mailroot, "mx.example.jp").unwrap();
+        spool.append(text).unwrap();
+        spool
+    }
+
+    #[test]
+    fn enqueue_list_update_remove() {
+        let root = tempfile::tempdir().unwrap();
+        let mailroot = root.path().join("mail");
+        let queue = Queue::open(&mailroot).unwrap();
+        let spool = spooled(&mailroot, b"Subject: out\r\n\r\nhello\r\n");
+        let rcpts = vec!["a@example.org".to_owned(), "b@example.net".to_owned()];
+        let mut entry = queue
+            .enqueue(&spool, "bob@example.jp", &rcpts, "mx.example.jp", 1000)
+            .unwrap();
+        drop(spool);
+        // The queue holds its own link: the spool file going away loses nothing.
+        let path = queue.message_path(&entry.id).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"Subject: out\r\n\r\nhello\r\n");
+        assert_eq!(entry.size, 23);
+        assert_eq!(entry.next_due(), Some(1000));
+        let (listed, bad) = queue.list().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(listed, vec![entry.clone()]);
+
+        entry.recipients[0].state = RecipientState::Delivered;
+        entry.recipients[1].attempts = 1;
+        entry.recipients[1].next_attempt = 1120;
+        entry.recipients[1].last_reply = Some("451 4.7.1 try later".into());
+        queue.save(&entry).unwrap();
+        assert_eq!(queue.load(&entry.id).unwrap(), entry);
+        assert_eq!(entry.next_due(), Some(1120));
+        assert!(!entry.is_finished());
+        entry.recipients[1].state = RecipientState::Failed;
+        assert!(entry.is_finished() && entry.next_due().is_none());
+
+        queue.remove(&entry.id).unwrap();
+        assert!(matches!(
+            queue.load(&entry.id),
+            Err(QueueError::NotFound(_))
+        ));
+        assert!(!path.exists());
+        assert!(queue.list().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn open_removes_what_a_crash_left() {
+        let root = tempfile::tempdir().unwrap();
+        let mailroot = root.path().join("mail");
+        let queue = Queue::open(&mailroot).unwrap();
+        let spool = spooled(&mailroot, b"x\r\n");
+        let kept = queue
+            .enqueue(&spool, "", &["a@example.org".into()], "mx", 1)
+            .unwrap();
+        // A message linked whose envelope was never written, and an envelope half written.
+        let orphan = mailroot.join(QUEUE_DIR).join("msg").join("123.M1P1Q1.mx");
+        fs::write(&orphan, b"x").unwrap();
+        let half = mailroot
+            .join(QUEUE_DIR)
+            .join("env")
+            .join(".123.M1P1Q1.mx.new");
+        fs::write(&half, b"{").unwrap();
+        let queue = Queue::open(&mailroot).unwrap();
+        assert!(!orphan.exists() && !half.exists());
+        assert_eq!(queue.list().unwrap().0, vec![kept]);
+    }
+
+    #[test]
+    fn ids_name_queue_files_only() {
+        let root = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&root.path().join("mail")).unwrap();
+        for bad in ["", "../env/x", ".hidden", "a/b", "a b", "x\0"] {
+            assert!(
+                matches!(queue.load(bad), Err(QueueError::BadId(_))),
+                "{bad:?}"
+            );
+            assert!(matches!(queue.remove(bad), Err(QueueError::BadId(_))));
+        }
+        assert!(matches!(
+            queue.load("1700000000.M000001P1Q1.mx.example.jp"),
+            Err(QueueError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_envelope_is_reported_not_fatal() {
+        let root = tempfile::tempdir().unwrap();
+        let mailroot = root.path().join("mail");
+        let queue = Queue::open(&mailroot).unwrap();
+        fs::write(
+            mailroot.join(QUEUE_DIR).join("env").join("1.M1P1Q1.mx"),
+            b"not json",
+        )
+        .unwrap();
+        let (found, bad) = queue.list().unwrap();
+        assert!(found.is_empty());
+        assert!(matches!(bad.as_slice(), [QueueError::Corrupt { .. }]));
+    }
+}
