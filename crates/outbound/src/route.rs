@@ -50,7 +50,18 @@ impl Destination {
                 )
             });
         }
-        let name = text.trim_end_matches('.').to_ascii_lowercase();
+        let name = text.trim_end_matches('.');
+        // A UTF-8 domain (an SMTPUTF8 recipient) is asked for by its A-labels (`xn--…`).
+        let name = if name.is_ascii() {
+            name.to_ascii_lowercase()
+        } else {
+            idna::domain_to_ascii(name).map_err(|_| {
+                RouteError::permanent(
+                    Status::BAD_SYNTAX,
+                    format!("{text:?} is not an internationalized domain name"),
+                )
+            })?
+        };
         let is_name = !name.is_empty()
             && name.len() <= MAX_NAME_LEN
             && name.split('.').all(|label| {
@@ -560,9 +571,15 @@ mod tests {
             Destination::parse("[ipv6:::1]").unwrap(),
             Destination::Literal(ip("::1"))
         );
+        assert_eq!(
+            Destination::parse("例え.テスト").unwrap(),
+            Destination::Domain("xn--r8jz45g.xn--zckzah".into())
+        );
         for bad in [
             "",
             ".",
+            "a\u{0}b.example",
+            "-bad.例え",
             "a..b",
             "-a.example",
             "192.0.2.1",
