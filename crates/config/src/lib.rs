@@ -4,7 +4,7 @@
 //! defaults put the store in `./dirmail-data`. Relative paths in a file are relative to the
 //! file's own directory, so a configuration means the same whatever the working directory.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: Limits,
     pub quota: QuotaConfig,
+    /// `[outbound]`: where mail for other domains goes (docs/spec.md §11).
+    pub outbound: OutboundConfig,
     /// `[directory]`: Active Directory (docs/spec.md §9). Present only when configured.
     pub directory: Option<DirectoryConfig>,
 }
@@ -147,6 +149,45 @@ pub struct QuotaConfig {
     pub default_limit: u64,
 }
 
+/// `[outbound]`: mail for other domains. Only routing reads it so far (`dirmail-outbound`);
+/// nothing is sent yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// The DNS servers asked for MX and A/AAAA records, over UDP and TCP. Empty: the system's
+    /// resolver (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+    /// A smarthost: when set, all outbound mail goes there instead of to the MX hosts.
+    pub relay_host: Option<RelayHost>,
+    pub tls: OutboundTls,
+    /// The port of the receiving servers (25; the tests use another).
+    pub port: u16,
+}
+
+/// `[outbound] relay_host`: a host name or IP address, and the port to use there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayHost {
+    /// A DNS name, or an IP address (written `[2001:db8::1]:587` with a port).
+    pub host: String,
+    pub port: u16,
+}
+
+/// `[outbound] tls`: when the client must have STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboundTls {
+    /// STARTTLS whenever the receiver offers it; plain text otherwise (the default).
+    Opportunistic,
+    /// Never send without TLS: a receiver that offers no STARTTLS is a temporary failure.
+    Required,
+}
+
+/// The port of the receiving servers (RFC 5321 §4.5.4's well-known SMTP port).
+pub const DEFAULT_OUTBOUND_PORT: u16 = 25;
+/// The port of a DNS server written without one.
+pub const DEFAULT_DNS_PORT: u16 = 53;
+/// More DNS servers than this is a mistake: each is tried in turn before a lookup fails.
+pub const MAX_DNS_SERVERS: usize = 8;
+
 /// `[directory]`: Active Directory (docs/spec.md §9), typed and bounded once at load. The
 /// service account's password is a [`Secret`], so no `Debug` of the configuration can print it.
 #[derive(Debug, Clone)]
@@ -238,6 +279,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     quota: RawQuota,
+    #[serde(default)]
+    outbound: RawOutbound,
     directory: Option<RawDirectory>,
 }
 
@@ -413,6 +456,142 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawQuota {
     default_limit: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbound {
+    dns_servers: Option<Vec<String>>,
+    relay_host: Option<String>,
+    tls: Option<OutboundTls>,
+    port: Option<u16>,
+}
+
+impl RawOutbound {
+    fn check(self) -> Result<OutboundConfig, String> {
+        let texts = self.dns_servers.unwrap_or_default();
+        if texts.len() > MAX_DNS_SERVERS {
+            return Err(format!(
+                "outbound.dns_servers lists {} servers; at most {MAX_DNS_SERVERS}",
+                texts.len()
+            ));
+        }
+        let mut dns_servers = Vec::with_capacity(texts.len());
+        for text in &texts {
+            let server = parse_dns_server(text)
+                .map_err(|e| format!("outbound.dns_servers: {text:?} {e}"))?;
+            if !dns_servers.contains(&server) {
+                dns_servers.push(server);
+            }
+        }
+        let port = self.port.unwrap_or(DEFAULT_OUTBOUND_PORT);
+        if port == 0 {
+            return Err("outbound.port cannot be 0".into());
+        }
+        let relay_host = self
+            .relay_host
+            .map(|text| {
+                parse_relay_host(&text).map_err(|e| format!("outbound.relay_host: {text:?} {e}"))
+            })
+            .transpose()?;
+        Ok(OutboundConfig {
+            dns_servers,
+            relay_host,
+            tls: self.tls.unwrap_or(OutboundTls::Opportunistic),
+            port,
+        })
+    }
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            dns_servers: Vec::new(),
+            relay_host: None,
+            tls: OutboundTls::Opportunistic,
+            port: DEFAULT_OUTBOUND_PORT,
+        }
+    }
+}
+
+/// A DNS server: an IP address with an optional port (`192.0.2.53`, `192.0.2.53:5353`, `::1`,
+/// `[::1]:5353`). A name is refused: the resolver cannot be found through itself.
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    let address = match t.parse::<SocketAddr>() {
+        Ok(address) => address,
+        Err(_) => match t
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .unwrap_or(t)
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => SocketAddr::new(ip, DEFAULT_DNS_PORT),
+            Err(_) => {
+                return Err(
+                    "is not an IP address with an optional port, such as 192.0.2.53,                      127.0.0.1:5353 or [2001:db8::53]:53"
+                        .into(),
+                );
+            }
+        },
+    };
+    if address.port() == 0 {
+        return Err("has port 0".into());
+    }
+    if address.ip().is_unspecified() || address.ip().is_multicast() {
+        return Err("is not the address of one server".into());
+    }
+    Ok(address)
+}
+
+/// A smarthost: `host`, `host:port`, `192.0.2.1:587`, `[2001:db8::1]:587`; the port defaults
+/// to 25.
+fn parse_relay_host(text: &str) -> Result<RelayHost, String> {
+    let t = text.trim();
+    let bad = || {
+        "is not a host with an optional port, such as smtp.example.net:587 or [2001:db8::1]:25"
+            .to_string()
+    };
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']').ok_or_else(bad)?;
+        inside.parse::<IpAddr>().map_err(|_| bad())?;
+        match after {
+            "" => (inside, None),
+            _ => (inside, Some(after.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else if t.parse::<IpAddr>().is_ok() {
+        // A bare IPv6 address: its colons are not a port.
+        (t, None)
+    } else {
+        match t.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (t, None),
+        }
+    };
+    let port = match port {
+        None => DEFAULT_OUTBOUND_PORT,
+        Some(text) => match text.parse::<u16>() {
+            Ok(0) => return Err("has port 0".into()),
+            Ok(port) => port,
+            Err(_) => return Err(bad()),
+        },
+    };
+    let host = host.trim_end_matches('.');
+    let is_name = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !is_name && host.parse::<IpAddr>().is_err() {
+        return Err(bad());
+    }
+    Ok(RelayHost {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -602,6 +781,7 @@ impl Config {
             key_file: raw.tls.key_file.map(|p| base.join(p)),
             plaintext_auth: raw.tls.plaintext_auth.unwrap_or(PlaintextAuth::Tls),
         };
+        let outbound = raw.outbound.check().map_err(&invalid)?;
         if let Some(dir) = &raw.directory {
             // R21 is refused here, at start, before anything could bind.
             dirmail_rules::r21_encrypted_transport(&dir.url).map_err(|r| invalid(r.message))?;
@@ -624,6 +804,7 @@ impl Config {
             tls,
             limits,
             quota: QuotaConfig { default_limit },
+            outbound,
             directory: raw
                 .directory
                 .map(|d| d.check(base))
@@ -850,6 +1031,19 @@ input_memory = "256MB"
 # The limit `dirmail createquotafile` gives a mailbox.
 default_limit = "100MB"
 
+[outbound]
+# Mail to other domains. The DNS servers asked for MX and A/AAAA records (over UDP and TCP),
+# each "address" or "address:port" (port 53 when not given; IPv6 as "[2001:db8::53]:53").
+# Empty: the system's resolver (/etc/resolv.conf).
+dns_servers = []
+# A smarthost: send all outbound mail to this "host:port" (port 25 when not given) instead of
+# the recipients' MX hosts.
+# relay_host = "smtp.provider.example:587"
+# "opportunistic": STARTTLS whenever the receiver offers it; "required": never without TLS.
+tls = "opportunistic"
+# The port of the receiving servers (25).
+port = 25
+
 # Active Directory (docs/spec.md §9). Needed for `set authentication ad` and `migratetoad`.
 # [directory]
 # url = "ldaps://dc1.example.jp"
@@ -883,6 +1077,7 @@ mod tests {
         assert_eq!(c.quota.default_limit, 100 << 20);
         assert!(c.directory.is_none());
         assert_eq!(c.limits, DEFAULT_LIMITS);
+        assert_eq!(c.outbound, OutboundConfig::default());
     }
 
     #[test]
@@ -1008,6 +1203,92 @@ mod tests {
             err.contains("limits.per_address_max must be at least 1"),
             "{err}"
         );
+    }
+
+    fn outbound(text: &str) -> Result<OutboundConfig, String> {
+        Config::parse(&format!("[outbound]\n{text}"), Path::new("d/dirmail.toml"))
+            .map(|c| c.outbound)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn outbound_defaults_and_values() {
+        assert_eq!(outbound("").unwrap(), OutboundConfig::default());
+        let o = outbound(
+            "dns_servers = [\"127.0.0.1:5353\", \"192.0.2.53\", \"::1\", \"[2001:db8::53]:5300\", \"127.0.0.1:5353\"]\n\
+             relay_host = \"smtp.example.net:587\"\ntls = \"required\"\nport = 2525\n",
+        )
+        .unwrap();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            o.dns_servers,
+            [
+                addr("127.0.0.1:5353"),
+                addr("192.0.2.53:53"),
+                addr("[::1]:53"),
+                addr("[2001:db8::53]:5300")
+            ]
+        );
+        let relay = |host: &str, port| {
+            Some(RelayHost {
+                host: host.into(),
+                port,
+            })
+        };
+        assert_eq!(o.relay_host, relay("smtp.example.net", 587));
+        assert_eq!((o.tls, o.port), (OutboundTls::Required, 2525));
+        for (text, expected) in [
+            ("smarthost.example", relay("smarthost.example", 25)),
+            ("192.0.2.1:2525", relay("192.0.2.1", 2525)),
+            ("[2001:db8::1]:587", relay("2001:db8::1", 587)),
+            ("[2001:db8::1]", relay("2001:db8::1", 25)),
+            ("2001:db8::1", relay("2001:db8::1", 25)),
+        ] {
+            let o = outbound(&format!("relay_host = \"{text}\"")).unwrap();
+            assert_eq!(o.relay_host, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn outbound_mistakes_are_named() {
+        for (text, words) in [
+            (
+                "dns_servers = [\"dns.example\"]",
+                "outbound.dns_servers: \"dns.example\" is not an IP address",
+            ),
+            ("dns_servers = [\"127.0.0.1:0\"]", "port 0"),
+            (
+                "dns_servers = [\"127.0.0.1:99999\"]",
+                "is not an IP address",
+            ),
+            (
+                "dns_servers = [\"0.0.0.0\"]",
+                "not the address of one server",
+            ),
+            ("dns_servers = \"127.0.0.1\"", "dns_servers"),
+            (
+                "dns_servers = [\"::1\", \"::2\", \"::3\", \"::4\", \"::5\", \"::6\", \"::7\", \"::8\", \"::9\"]",
+                "at most 8",
+            ),
+            (
+                "relay_host = \"smtp.example.net:smtp\"",
+                "outbound.relay_host: \"smtp.example.net:smtp\"",
+            ),
+            (
+                "relay_host = \"[smtp.example.net]:25\"",
+                "outbound.relay_host",
+            ),
+            ("relay_host = \"smtp example:25\"", "outbound.relay_host"),
+            ("relay_host = \"smtp.example.net:0\"", "port 0"),
+            ("relay_host = \"\"", "outbound.relay_host"),
+            ("tls = \"maybe\"", "maybe"),
+            ("port = 0", "outbound.port cannot be 0"),
+            ("prot = 25", "prot"),
+        ] {
+            let error = outbound(text).expect_err(text);
+            assert!(error.contains(words), "{text:?}: {error}");
+            assert!(error.contains("d/dirmail.toml"), "{text:?}: {error}");
+        }
     }
 
     fn directory(extra: &str) -> Result<DirectoryConfig, ConfigError> {
