@@ -6,8 +6,11 @@
 //! - `data.rs`: the DATA reader (R19).
 //! - `reply.rs`: every reply, with its enhanced status code.
 //! - `session.rs`: the state machine.
+//! - `client.rs`: the other side, the sans-IO SMTP client that outbound delivery drives.
+//! - `dsn.rs`: delivery status notifications (bounces, RFC 3464).
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod reply;
