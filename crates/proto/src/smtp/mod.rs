@@ -13,13 +13,16 @@ pub mod address;
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod dsn;
 pub mod reply;
 pub mod session;
 #[cfg(test)]
 mod tests;
 
 pub use address::{ForwardPath, RcptAddress, RcptDecision, RouteForm, decide_recipient};
+pub use client::{BodyEncoder, Client};
 pub use command::Command;
+pub use dsn::{Notice, Notification};
 pub use reply::{Reply, Status};
 pub use session::{
     AnswerError, Config, Delivery, Event, Listener, ReceivedHeader, Recipient, RecipientLookup,
