@@ -315,7 +315,8 @@ enum Phase {
 #[derive(Debug, Default)]
 struct PartialReply {
     code: Option<u16>,
-    lines: Vec<String>,
+    /// As received (each at most [`MAX_REPLY_LINE`] octets); made text once complete.
+    lines: Vec<Vec<u8>>,
 }
 
 /// One SMTP client session: one transaction, then QUIT.
@@ -526,9 +527,10 @@ impl Client {
         }
     }
 
-    /// Octets of server input held (at most one reply line being received).
+    /// Octets of server input held: the lines of the reply being received, and at most one
+    /// partial line.
     pub fn buffered(&self) -> usize {
-        self.input.len() + self.partial.lines.iter().map(String::len).sum::<usize>()
+        self.input.len() + self.partial.lines.iter().map(Vec::len).sum::<usize>()
     }
 
     /// The extensions of the last EHLO reply.
@@ -559,13 +561,15 @@ impl Client {
             return None;
         }
         self.partial.code = Some(code);
-        self.partial
-            .lines
-            .push(String::from_utf8_lossy(rest).into_owned());
+        self.partial.lines.push(rest.to_vec());
         if !last {
             return None;
         }
         let PartialReply { lines, .. } = std::mem::take(&mut self.partial);
+        let lines = lines
+            .iter()
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect();
         Some(reply_from(code, lines))
     }
 
