@@ -5,6 +5,8 @@
 //! - [`pop3`]: the POP3 session stream (clear-text rules, R20 snapshot, byte-stuffing).
 //! - [`imap_session`]: the IMAP session stream (reply syntax, tags, STARTTLS, literals, the
 //!   client's view of the selected mailbox).
+//! - [`smtp_client`]: the outbound SMTP client against a fuzzed server (credentials only over
+//!   TLS, extensions respected, one outcome naming every recipient, bounded input).
 //! - [`sasl`]: the SASL steppers (PLAIN, LOGIN, CRAM-MD5) on their own.
 //! - [`address`]: forward-path classification and the relay decision (R16).
 //!
@@ -16,6 +18,7 @@ pub mod imap_session;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;
+pub mod smtp_client;
 
 /// Reads the header octets of an input; past the end every octet reads as 0.
 #[derive(Debug)]

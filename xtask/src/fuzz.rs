@@ -20,8 +20,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::{Status, Workspace};
 
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "smtp_session",
+    "smtp_client",
     "pop3_session",
     "imap_session",
     "sasl",

@@ -6,17 +6,23 @@
 //! - `data.rs`: the DATA reader (R19).
 //! - `reply.rs`: every reply, with its enhanced status code.
 //! - `session.rs`: the state machine.
+//! - `client.rs`: the other side, the sans-IO SMTP client that outbound delivery drives.
+//! - `dsn.rs`: delivery status notifications (bounces, RFC 3464).
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
+pub mod dsn;
 pub mod reply;
 pub mod session;
 #[cfg(test)]
 mod tests;
 
 pub use address::{ForwardPath, RcptAddress, RcptDecision, RouteForm, decide_recipient};
+pub use client::{BodyEncoder, Client};
 pub use command::Command;
+pub use dsn::{Notice, Notification};
 pub use reply::{Reply, Status};
 pub use session::{
     AnswerError, Config, Delivery, Event, Listener, ReceivedHeader, Recipient, RecipientLookup,
