@@ -12,6 +12,23 @@
 //! [`Queue::open`] removes (it was never acknowledged, or its entry was already finished).
 //! Listing reads only the small envelope files, so a long queue costs the server little
 //! memory: the runner keeps ids and times, and loads one entry when it works on it.
+//!
+//! Two writers change envelopes: the server's runner (an attempt's outcome, finishing an
+//! entry) and the administrator (`dirmail queue retry | bounce | delete`). Each replaces the
+//! whole file, so a change made from a copy loaded earlier would silently undo the other's.
+//! Every change to an existing entry therefore runs under one exclusive advisory lock of the
+//! queue (`.queue/lock`, [`Queue::lock`]), re-loading the entry inside it: [`Queue::update`]
+//! does load-change-save in one go. The lock is held for a file write, never across a
+//! network exchange: the runner talks to the remote server unlocked, then records what the
+//! attempt changed (its recipients' states, attempts, replies) into a fresh load under the
+//! lock, so an administrator's bounce or retry made meanwhile stays, and an entry deleted
+//! meanwhile stays deleted ([`QueueError::NotFound`]). One lock for the whole queue rather
+//! than one per entry: the lock file is never removed (so two writers always lock the same
+//! inode), and each hold is one small fsynced write.
+//!
+//! [`Queue::open`] cleans up after a crash and is for the server at start; a tool beside a
+//! running server uses [`Queue::attach`], which changes nothing on disk, since what `open`
+//! removes may be an entry the server is writing at that moment.
 
 use std::fs;
 use std::io::Write;
@@ -25,6 +42,15 @@ use super::{StoreError, io_context, private_dir};
 
 /// The queue's directory in the mail root.
 pub const QUEUE_DIR: &str = ".queue";
+
+/// The queue's lock file, in [`QUEUE_DIR`] (not in `env/`, whose dot files `open` removes).
+const LOCK_FILE: &str = "lock";
+
+/// The queue's exclusive lock, held until dropped (see [`Queue::lock`]).
+#[derive(Debug)]
+pub struct QueueLock {
+    _file: fs::File,
+}
 
 /// Where a recipient of a queued message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +164,54 @@ impl Queue {
         Ok(queue)
     }
 
+    /// The queue under `mailroot` as it is, without making or cleaning anything (see the
+    /// module's docs): for the administration tool, which may run beside the server. A queue
+    /// that was never made lists as empty.
+    pub fn attach(mailroot: &Path) -> Queue {
+        Queue {
+            root: mailroot.join(QUEUE_DIR),
+        }
+    }
+
+    /// Takes the queue's exclusive lock (blocking until it is free); released when dropped.
+    /// Every change to an existing entry is made under it, re-loading the entry first.
+    pub fn lock(&self) -> Result<QueueLock, QueueError> {
+        let path = self.root.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|file| file.lock().map(|()| file))
+            .map_err(|source| QueueError::Io {
+                context: format!("cannot lock {}", path.display()),
+                source,
+            })?;
+        Ok(QueueLock { _file: file })
+    }
+
+    /// Loads the entry `id`, lets `change` change it, and saves it, all under the queue's
+    /// lock, so no other writer's change made in between is lost.
+    pub fn update<T>(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Entry) -> T,
+    ) -> Result<T, QueueError> {
+        check_id(id)?;
+        if !self.env_dir().is_dir() {
+            return Err(QueueError::NotFound(id.to_owned()));
+        }
+        let _lock = self.lock()?;
+        let mut entry = self.load(id)?;
+        let result = change(&mut entry);
+        self.save(&entry).map_err(|source| QueueError::Io {
+            context: format!("cannot save the envelope of {id}"),
+            source,
+        })?;
+        Ok(result)
+    }
+
     fn msg_dir(&self) -> PathBuf {
         self.root.join("msg")
     }
@@ -248,10 +322,19 @@ impl Queue {
     /// Every entry, oldest first; an envelope that cannot be read is reported beside them.
     pub fn list(&self) -> Result<(Vec<Entry>, Vec<QueueError>), QueueError> {
         let dir = self.env_dir();
-        let entries = fs::read_dir(&dir).map_err(|source| QueueError::Io {
-            context: format!("cannot read {}", dir.display()),
-            source,
-        })?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Never made (see `attach`): nothing queued.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            Err(source) => {
+                return Err(QueueError::Io {
+                    context: format!("cannot read {}", dir.display()),
+                    source,
+                });
+            }
+        };
         let mut ids: Vec<String> = entries
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -398,6 +481,50 @@ mod tests {
             queue.load("1700000000.M000001P1Q1.mx.example.jp"),
             Err(QueueError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn attach_changes_nothing_and_update_keeps_other_changes() {
+        let root = tempfile::tempdir().unwrap();
+        let mailroot = root.path().join("mail");
+        let attached = Queue::attach(&mailroot);
+        assert!(attached.list().unwrap().0.is_empty(), "never made: empty");
+        assert!(!mailroot.join(QUEUE_DIR).exists());
+        assert!(matches!(
+            attached.update("1.M1P1Q1.mx", |_| ()),
+            Err(QueueError::NotFound(_))
+        ));
+        assert!(matches!(
+            attached.update("../x", |_| ()),
+            Err(QueueError::BadId(_))
+        ));
+
+        let queue = Queue::open(&mailroot).unwrap();
+        let spool = spooled(&mailroot, b"x\r\n");
+        let rcpts = vec!["a@example.org".to_owned(), "b@example.net".to_owned()];
+        let entry = queue
+            .enqueue(&spool, "s@example.jp", &rcpts, "mx", 1)
+            .unwrap();
+        // A half-written envelope of the server's is not attach's to remove.
+        let aside = mailroot.join(QUEUE_DIR).join("env").join(".x.new");
+        fs::write(&aside, b"{").unwrap();
+        let attached = Queue::attach(&mailroot);
+        assert!(aside.exists());
+        // Two writers, each through update: both changes stay.
+        attached
+            .update(&entry.id, |e| {
+                e.recipients[0].state = RecipientState::Failed
+            })
+            .unwrap();
+        queue
+            .update(&entry.id, |e| e.recipients[1].attempts = 3)
+            .unwrap();
+        let now = attached.load(&entry.id).unwrap();
+        assert_eq!(now.recipients[0].state, RecipientState::Failed);
+        assert_eq!(now.recipients[1].attempts, 3);
+        // The lock is released when dropped, and taken again.
+        drop(queue.lock().unwrap());
+        let _held = attached.lock().unwrap();
     }
 
     #[test]
