@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "dirmail",
     version,
-    about = "Administer a dirmail store: domains, mailboxes, accounts, locks, quotas and properties",
+    about = "Administer a dirmail store: domains, mailboxes, accounts, locks, quotas, properties and the outbound queue",
     after_help = "Exit codes: 0 done, 1 failed (I/O, directory unreachable), 2 usage, 3 refused by a rule."
 )]
 pub struct Cli {
@@ -113,6 +113,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// The outbound queue: list, show, retry, delete or bounce the messages waiting to be sent.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Run the mail server (SMTP, submission, POP3, with TLS) until Ctrl-C or SIGTERM.
     Serve,
     /// Write a commented dirmail.toml and create an empty store.
@@ -157,6 +162,37 @@ pub enum SecretCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// One line per queued message, oldest first: age, size, sender, recipients' states, the
+    /// next attempt and the last reply.
+    List,
+    /// A queued message's envelope, every recipient's state, attempts, next attempt, last host
+    /// and reply, and the message's header section (at most its first 64 KiB).
+    Show {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Make the pending recipients of ID (or of every queued message) due now; a running server
+    /// sends them at its next scan of the queue.
+    Retry {
+        #[arg(value_name = "ID")]
+        id: Option<String>,
+    },
+    /// Remove a message from the queue without notifying its sender.
+    #[command(visible_alias = "del")]
+    Delete {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Give up a message's pending recipients ("bounced by the administrator"): a running server
+    /// sends the sender a notification and removes the entry at its next scan of the queue.
+    Bounce {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Check LOGIN (name@domain, or a bare name, R8) and PASSWORD (read from standard input when
     /// omitted, so it stays out of the process list).
@@ -183,6 +219,7 @@ const VERBS: &[&str] = &[
     "account",
     "auth",
     "secret",
+    "queue",
     "init",
     "serve",
 ];

@@ -15,6 +15,7 @@ pub mod list;
 pub mod lock;
 pub mod migratetoad;
 pub mod property;
+pub mod queue;
 pub mod quota;
 pub mod secret;
 pub mod stat;
@@ -274,6 +275,7 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         Command::Account { command } => account::run(&mut ctx, command),
         Command::Auth { command } => auth_test::run(&ctx, command),
         Command::Secret { command } => secret::run(&mut ctx, command),
+        Command::Queue { command } => queue::run(&ctx, command),
         // Both are handled before a store is opened for an administrative command.
         Command::Init { .. } | Command::Serve => Err(AdminError::Usage(
             "init and serve do not run as administrative commands".into(),

@@ -1,4 +1,5 @@
-//! `stat [DOMAIN]`: per domain, mailboxes, messages and bytes; and the totals.
+//! `stat [DOMAIN]`: per domain, mailboxes, messages and bytes; and the totals; then the
+//! outbound queue, which belongs to the server rather than a domain (shown with either form).
 
 use serde_json::json;
 
@@ -56,11 +57,19 @@ pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
         "{:<40} {:>9} {:>9} {:>14}",
         "Total", total_mailboxes, total.messages, total.bytes
     ));
+    let (entries, pending, unreadable) = super::queue::counts(&ctx.store.mailroot)?;
+    text.push_str(&format!(
+        "\nOutbound queue: {entries} message(s), {pending} recipient(s) pending"
+    ));
+    if unreadable > 0 {
+        text.push_str(&format!(", {unreadable} envelope(s) cannot be read"));
+    }
     Ok(Outcome::new(
         text,
         json!({
             "domains": rows,
             "total": { "mailboxes": total_mailboxes, "messages": total.messages, "bytes": total.bytes },
+            "queue": { "entries": entries, "pending": pending, "unreadable": unreadable },
         }),
     ))
 }
