@@ -228,7 +228,11 @@ fn header_section(queue: &Queue, id: &str) -> Result<(String, bool), AdminError>
                 .read_to_end(&mut bytes)
                 .map(drop)
         })
-        .map_err(|e| AdminError::Failed(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| match e.kind() {
+            // Finished and removed by the runner since its envelope was read.
+            std::io::ErrorKind::NotFound => QueueError::NotFound(id.to_owned()).into(),
+            _ => AdminError::Failed(format!("cannot read {}: {e}", path.display())),
+        })?;
     let end = |pattern: &[u8]| {
         bytes
             .windows(pattern.len())
