@@ -26,6 +26,7 @@ mod hostile_imap;
 mod hostile_pop3;
 mod hostile_properties;
 mod hostile_smtp;
+mod hostile_throttle;
 mod imap_async;
 mod imap_imaplib;
 mod mail_secret;
