@@ -9,10 +9,10 @@
 use rusqlite::Connection;
 
 pub use super::RefusalReason;
-use super::{AdDirectory, AdError, Directory, DirectoryError, Verdict};
+use super::{AdDirectory, AdError, Directory, DirectoryError, Verdict, password};
 use crate::ad::Lookup;
 use dirmail_proto::auth::{Credentials, Proof};
-use dirmail_proto::names::{Address, MailboxName};
+use dirmail_proto::names::{Address, MailboxName, Secret};
 use dirmail_store as store;
 use dirmail_store::rules::{r8_resolve_bare_login, r13_retrieval_lock};
 use dirmail_store::{MailboxRow, Store, StoreError, secrets};
@@ -113,7 +113,15 @@ pub fn decide(
     if proof.is_clear_text() && clear_text_refused(conn, service)? {
         return Err(LoginError::Refused(RefusalReason::SpaRequired));
     }
-    let mailbox = resolve(conn, username)?.map_err(LoginError::Refused)?;
+    let mailbox = match resolve(conn, username)? {
+        Ok(mailbox) => mailbox,
+        Err(reason) => {
+            if let Proof::Password(password) = proof {
+                pretend_to_check(conn, password)?;
+            }
+            return Err(LoginError::Refused(reason));
+        }
+    };
     match proof {
         Proof::Password(password) => {
             let method = store::auth_method(conn)?;
@@ -151,6 +159,18 @@ pub fn decide(
         });
     }
     Ok(mailbox)
+}
+
+/// For a login name without a mailbox: costs what checking a password costs where that is a
+/// hash of this server's own (`local`, `passwd-file`: [`password::check_against_dummy`]), so
+/// the refusal takes as long as a wrong password for a user that exists and its timing does not
+/// tell which users exist. Under `ad` the domain controller's bind is the check and costs what
+/// it costs; nothing is pretended there.
+fn pretend_to_check(conn: &Connection, password: &Secret) -> Result<(), StoreError> {
+    if store::auth_method(conn)? != store::AuthMethod::Ad {
+        password::check_against_dummy(password);
+    }
+    Ok(())
 }
 
 /// `sparequired 1` refuses clear-text proofs for `service`. The POP3 driver asks up front, so
