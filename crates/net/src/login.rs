@@ -13,7 +13,7 @@ use dirmail_directory::login::{LoginError, Service};
 use dirmail_proto::auth::Credentials;
 use dirmail_store::MailboxRow;
 
-use super::shared::Shared;
+use super::shared::{Shared, stopped};
 
 /// A login as a driver answers it; each protocol says these in its own words.
 #[derive(Debug)]
@@ -39,8 +39,18 @@ pub async fn log_in(
 ) -> LoginAnswer {
     let protocol = protocol_name(service);
     let user = credentials.username.clone();
-    let attempt = shared.throttle.admit(peer.ip(), &user).await;
-    tokio::time::sleep_until(attempt.start().into()).await;
+    let mut stopping = shared.stopping.clone();
+    // A throttled attempt may wait long for its turn; a stopping server does not wait for it
+    // (and dropping the attempt gives its turn back).
+    let turn = async {
+        let attempt = shared.throttle.admit(peer.ip(), &user).await;
+        tokio::time::sleep_until(attempt.start().into()).await;
+        attempt
+    };
+    let attempt = tokio::select! {
+        attempt = turn => attempt,
+        () = stopped(&mut stopping) => return LoginAnswer::Unavailable,
+    };
     let queued_ms = millis(attempt.queued());
     let backend = std::sync::Arc::clone(&shared.backend);
     let decided = tokio::task::spawn_blocking(move || backend.log_in(service, &credentials)).await;
@@ -59,7 +69,10 @@ pub async fn log_in(
             let delay = attempt.failed(Instant::now());
             let delay_ms = millis(delay);
             tracing::info!(%peer, %user, reason = reason.describe(), queued_ms, delay_ms, "{protocol} login refused");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stopped(&mut stopping) => {}
+            }
             LoginAnswer::BadCredentials
         }
         // Neither a success nor a failure: dropping the attempt gives its turn back.

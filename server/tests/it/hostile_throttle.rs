@@ -234,3 +234,34 @@ fn a_success_on_the_attackers_own_account_resets_nothing_for_the_others() {
     // count, not the address's (nor bob's).
     assert_eq!(delays, [250, 500], "{log}");
 }
+
+#[test]
+fn a_stopping_server_does_not_wait_for_throttled_attempts() {
+    let mut rig = Rig::start("");
+    let port = rig.port("pop3");
+    let attacker = Ipv4Addr::new(127, 0, 0, 6);
+    assert!(!pop3_login(attacker, port, "bob@example.jp", "Wrong-pw-1"));
+    // Ten guesses at once after a failure queue for turns 0.5 s, 1 s, 2 s, … 8 s apart: more
+    // than the 30 s a stopping server gives its sessions.
+    let mut queued: Vec<Guesser> = (0..10)
+        .map(|n| {
+            let mut g = Guesser::connect(attacker, port);
+            let guess = format!("USER bob@example.jp\r\nPASS Wrong-queued-{n}\r\n");
+            g.writer.write_all(guess.as_bytes()).unwrap();
+            g
+        })
+        .collect();
+    // Let the guesses reach the server (this only gives them time; nothing is timed).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rig.server.stop(), Some(0), "a graceful stop");
+    let log = rig.server.log();
+    assert!(
+        !log.contains("did not finish"),
+        "the stop waited for throttled attempts:\n{log}"
+    );
+    for g in &mut queued {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let user = g.line(deadline);
+        assert!(user.is_empty() || user.starts_with("+OK"), "{user:?}");
+    }
+}
