@@ -9,7 +9,9 @@
 use rusqlite::Connection;
 
 pub use super::RefusalReason;
-use super::{AdDirectory, AdError, Directory, DirectoryError, Verdict, password};
+use super::local::LocalAccounts;
+use super::passwd_file::PasswdFile;
+use super::{AdDirectory, AdError, Directory, DirectoryError, Verdict};
 use crate::ad::Lookup;
 use dirmail_proto::auth::{Credentials, Proof};
 use dirmail_proto::names::{Address, MailboxName, Secret};
@@ -117,7 +119,7 @@ pub fn decide(
         Ok(mailbox) => mailbox,
         Err(reason) => {
             if let Proof::Password(password) = proof {
-                pretend_to_check(conn, password)?;
+                pretend_to_check(store, password)?;
             }
             return Err(LoginError::Refused(reason));
         }
@@ -161,14 +163,25 @@ pub fn decide(
     Ok(mailbox)
 }
 
-/// For a login name without a mailbox: costs what checking a password costs where that is a
-/// hash of this server's own (`local`, `passwd-file`: [`password::check_against_dummy`]), so
-/// the refusal takes as long as a wrong password for a user that exists and its timing does not
-/// tell which users exist. Under `ad` the domain controller's bind is the check and costs what
-/// it costs; nothing is pretended there.
-fn pretend_to_check(conn: &Connection, password: &Secret) -> Result<(), StoreError> {
-    if store::auth_method(conn)? != store::AuthMethod::Ad {
-        password::check_against_dummy(password);
+/// For a login name without a mailbox: makes the lookups a known user's check makes and checks
+/// the password against a dummy record
+/// ([`check_against_dummy`](super::password::check_against_dummy)), where the check is a hash
+/// of this server's own (`local`, `passwd-file`). The refusal then takes as long as a wrong
+/// password for a user that exists, and its timing does not tell which users exist. Under `ad`
+/// the domain controller's bind is the check and costs what it costs; nothing is pretended.
+fn pretend_to_check(store: &Store, password: &Secret) -> Result<(), DirectoryError> {
+    let conn = store.conn();
+    store::layout(conn)?;
+    match store::auth_method(conn)? {
+        // No account has an empty name: the lookup finds nothing and checks the dummy.
+        store::AuthMethod::Local => {
+            LocalAccounts::new(conn).verify("", password)?;
+        }
+        // Nor is there a record here: the same.
+        store::AuthMethod::PasswdFile => {
+            PasswdFile::new(store.mailroot.join(".no-such-mailbox")).verify(password)?;
+        }
+        store::AuthMethod::Ad => {}
     }
     Ok(())
 }
