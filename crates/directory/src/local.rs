@@ -92,7 +92,11 @@ impl<'a> LocalAccounts<'a> {
             )
             .optional()?;
         Ok(match stored {
-            None => Verdict::Refused(RefusalReason::UnknownUser),
+            None => {
+                // As long as a wrong password for an account that exists.
+                password::check_against_dummy(pass);
+                Verdict::Refused(RefusalReason::UnknownUser)
+            }
             Some(hash) if password::verify(pass, &hash) => Verdict::Accepted,
             Some(_) => Verdict::Refused(RefusalReason::BadPassword),
         })

@@ -9,10 +9,12 @@
 use rusqlite::Connection;
 
 pub use super::RefusalReason;
+use super::local::LocalAccounts;
+use super::passwd_file::PasswdFile;
 use super::{AdDirectory, AdError, Directory, DirectoryError, Verdict};
 use crate::ad::Lookup;
 use dirmail_proto::auth::{Credentials, Proof};
-use dirmail_proto::names::{Address, MailboxName};
+use dirmail_proto::names::{Address, MailboxName, Secret};
 use dirmail_store as store;
 use dirmail_store::rules::{r8_resolve_bare_login, r13_retrieval_lock};
 use dirmail_store::{MailboxRow, Store, StoreError, secrets};
@@ -113,7 +115,15 @@ pub fn decide(
     if proof.is_clear_text() && clear_text_refused(conn, service)? {
         return Err(LoginError::Refused(RefusalReason::SpaRequired));
     }
-    let mailbox = resolve(conn, username)?.map_err(LoginError::Refused)?;
+    let mailbox = match resolve(conn, username)? {
+        Ok(mailbox) => mailbox,
+        Err(reason) => {
+            if let Proof::Password(password) = proof {
+                pretend_to_check(store, password)?;
+            }
+            return Err(LoginError::Refused(reason));
+        }
+    };
     match proof {
         Proof::Password(password) => {
             let method = store::auth_method(conn)?;
@@ -151,6 +161,29 @@ pub fn decide(
         });
     }
     Ok(mailbox)
+}
+
+/// For a login name without a mailbox: makes the lookups a known user's check makes and checks
+/// the password against a dummy record
+/// ([`check_against_dummy`](super::password::check_against_dummy)), where the check is a hash
+/// of this server's own (`local`, `passwd-file`). The refusal then takes as long as a wrong
+/// password for a user that exists, and its timing does not tell which users exist. Under `ad`
+/// the domain controller's bind is the check and costs what it costs; nothing is pretended.
+fn pretend_to_check(store: &Store, password: &Secret) -> Result<(), DirectoryError> {
+    let conn = store.conn();
+    store::layout(conn)?;
+    match store::auth_method(conn)? {
+        // No account has an empty name: the lookup finds nothing and checks the dummy.
+        store::AuthMethod::Local => {
+            LocalAccounts::new(conn).verify("", password)?;
+        }
+        // Nor is there a record here: the same.
+        store::AuthMethod::PasswdFile => {
+            PasswdFile::new(store.mailroot.join(".no-such-mailbox")).verify(password)?;
+        }
+        store::AuthMethod::Ad => {}
+    }
+    Ok(())
 }
 
 /// `sparequired 1` refuses clear-text proofs for `service`. The POP3 driver asks up front, so

@@ -64,6 +64,8 @@ impl PasswdFile {
         let text = match fs::read_to_string(&self.record) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // As long as a wrong password for an account that exists.
+                password::check_against_dummy(pass);
                 return Ok(Verdict::Refused(RefusalReason::UnknownUser));
             }
             Err(e) => {

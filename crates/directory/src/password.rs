@@ -9,7 +9,7 @@
 
 use std::sync::{Condvar, Mutex, OnceLock};
 
-use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{self, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
@@ -28,16 +28,44 @@ pub fn hash(password: &Secret) -> Result<String, String> {
         .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
-/// True when `password` matches `stored`; a malformed stored hash never matches.
+/// True when `password` matches `stored`. A stored hash that cannot be checked (malformed, or
+/// asking for too much memory) never matches, and costs a check of the dummy record, as an
+/// account that exists would.
 pub fn verify(password: &Secret, stored: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(stored) else {
-        return false;
-    };
-    let Some(check) = Check::of(&parsed) else {
-        return false;
-    };
+    check(password, stored).unwrap_or_else(|| {
+        check_against_dummy(password);
+        false
+    })
+}
+
+/// Checks `password` against a dummy record, for nothing: what an unknown user costs, so a
+/// refusal takes as long whether the user exists or not. The dummy is made once, at first
+/// need, by [`hash`] (the parameters of every record this server writes) from a random
+/// password no client knows.
+pub fn check_against_dummy(password: &Secret) {
+    if let Some(dummy) = dummy_record() {
+        std::hint::black_box(check(password, dummy));
+    }
+}
+
+fn dummy_record() -> Option<&'static str> {
+    static DUMMY: OnceLock<Option<String>> = OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            let mut random = [0u8; 32];
+            OsRng.fill_bytes(&mut random);
+            let unknowable: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            hash(&Secret::new(unknowable)).ok()
+        })
+        .as_deref()
+}
+
+/// `Some(matches)`, or `None` when `stored` cannot be checked.
+fn check(password: &Secret, stored: &str) -> Option<bool> {
+    let parsed = PasswordHash::new(stored).ok()?;
+    let check = Check::of(&parsed)?;
     let mut turn = gate().enter();
-    check.matches(password, turn.memory())
+    Some(check.matches(password, turn.memory()))
 }
 
 /// What a stored hash says to compute again.
@@ -184,6 +212,21 @@ mod tests {
             assert!(verify(&Secret::new("Other-tool-pw1"), &stored), "{stored}");
             assert!(!verify(&Secret::new("Other-tool-pw2"), &stored), "{stored}");
         }
+    }
+
+    #[test]
+    fn the_dummy_is_made_once_with_the_servers_own_parameters() {
+        check_against_dummy(&Secret::new("Passw0rd!"));
+        assert_eq!(
+            check(&Secret::new("Passw0rd!"), dummy_record().unwrap()),
+            Some(false)
+        );
+        // Made once, with the parameters of the records this server writes.
+        let dummy = dummy_record().unwrap();
+        assert_eq!(dummy_record(), Some(dummy));
+        let params = |h: &str| h.split('$').take(4).collect::<Vec<_>>().join("$");
+        assert_eq!(params(dummy), params(&hash(&Secret::new("x")).unwrap()));
+        assert!(params(dummy).starts_with("$argon2id$v=19$m="), "{dummy}");
     }
 
     #[test]

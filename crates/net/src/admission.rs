@@ -97,7 +97,7 @@ impl Drop for Ticket {
 }
 
 /// The group an address counts in: IPv4 as itself (mapped IPv6 included), IPv6 by its /64.
-fn address_key(peer: IpAddr) -> IpAddr {
+pub fn address_key(peer: IpAddr) -> IpAddr {
     match peer.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {

@@ -1,18 +1,19 @@
 //! What the drivers share about logins: running the one login decision
 //! ([`dirmail_directory::login::decide`]) off the async threads, logging its outcome with the
-//! R27 reason (never the password), and slowing down a peer that keeps failing (the
-//! [`Throttle`](super::throttle::Throttle)). Also the two session settings every protocol's
-//! login needs: whether clear text may cross before TLS, and a unique challenge.
+//! R27 reason (never the password), and slowing down addresses and accounts that keep failing
+//! (the [`Throttle`](super::throttle::Throttle), whose wait comes before the check). Also the
+//! two session settings every protocol's login needs: whether clear text may cross before TLS,
+//! and a unique challenge.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dirmail_config::PlaintextAuth;
 use dirmail_directory::login::{LoginError, Service};
 use dirmail_proto::auth::Credentials;
 use dirmail_store::MailboxRow;
 
-use super::shared::Shared;
+use super::shared::{Shared, stopped};
 
 /// A login as a driver answers it; each protocol says these in its own words.
 #[derive(Debug)]
@@ -26,7 +27,10 @@ pub enum LoginAnswer {
     Unavailable,
 }
 
-/// Decides a login for `service` and logs how it went.
+/// Decides a login for `service` and logs how it went. Every protocol's login comes here, so
+/// the throttle sees them all: the attempt first waits its turn (its address's and, if that
+/// address has failed, its account's), then the password is checked; a refusal is logged with
+/// that turn (`queued_ms`) and is answered after its address's delay (`delay_ms`).
 pub async fn log_in(
     shared: &Shared,
     peer: SocketAddr,
@@ -35,23 +39,43 @@ pub async fn log_in(
 ) -> LoginAnswer {
     let protocol = protocol_name(service);
     let user = credentials.username.clone();
+    let mut stopping = shared.stopping.clone();
+    // A throttled attempt may wait long for its turn; a stopping server does not wait for it
+    // (and dropping the attempt gives its turn back).
+    let turn = async {
+        let attempt = shared.throttle.admit(peer.ip(), &user).await;
+        tokio::time::sleep_until(attempt.start().into()).await;
+        attempt
+    };
+    let attempt = tokio::select! {
+        attempt = turn => attempt,
+        () = stopped(&mut stopping) => return LoginAnswer::Unavailable,
+    };
+    let queued_ms = millis(attempt.queued());
     let backend = std::sync::Arc::clone(&shared.backend);
     let decided = tokio::task::spawn_blocking(move || backend.log_in(service, &credentials)).await;
     match decided {
         Ok(Ok(mailbox)) => {
-            shared.throttle.succeeded(peer.ip());
+            attempt.succeeded();
             LoginAnswer::Accepted(mailbox)
         }
         Ok(Err(LoginError::Locked { mailbox, rule })) => {
+            // The credentials were right: not a failure for the throttle.
+            attempt.succeeded();
             tracing::info!(%peer, user = %mailbox.address, reason = "locked by the administrator", rule, "{protocol} login refused");
             LoginAnswer::Locked
         }
         Ok(Err(LoginError::Refused(reason))) => {
-            tracing::info!(%peer, %user, reason = reason.describe(), "{protocol} login refused");
-            let delay = shared.throttle.failed(peer.ip(), Instant::now());
-            tokio::time::sleep(delay).await;
+            let delay = attempt.failed(Instant::now());
+            let delay_ms = millis(delay);
+            tracing::info!(%peer, %user, reason = reason.describe(), queued_ms, delay_ms, "{protocol} login refused");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stopped(&mut stopping) => {}
+            }
             LoginAnswer::BadCredentials
         }
+        // Neither a success nor a failure: dropping the attempt gives its turn back.
         Ok(Err(LoginError::Unavailable(e) | LoginError::Failed(e))) => {
             tracing::error!(%peer, "login check failed: {e}");
             LoginAnswer::Unavailable
@@ -61,6 +85,11 @@ pub async fn log_in(
             LoginAnswer::Unavailable
         }
     }
+}
+
+/// A duration in whole milliseconds, for the log.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The protocol's name in the log.

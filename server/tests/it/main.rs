@@ -28,6 +28,7 @@ mod hostile_memory;
 mod hostile_pop3;
 mod hostile_properties;
 mod hostile_smtp;
+mod hostile_throttle;
 mod imap_async;
 mod imap_imaplib;
 mod input_budget;
