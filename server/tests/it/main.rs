@@ -32,6 +32,7 @@ mod imap_async;
 mod imap_imaplib;
 mod input_budget;
 mod mail_secret;
+mod outbound;
 mod races;
 mod readme_e2e;
 mod store_files;
