@@ -33,6 +33,8 @@ pub struct Config {
     pub quota: QuotaConfig,
     /// `[outbound]`: where mail for other domains goes (docs/spec.md §11).
     pub outbound: OutboundConfig,
+    /// `[queue]`: how long and how often outbound mail is retried (docs/spec.md, the queue).
+    pub queue: QueueConfig,
     /// `[directory]`: Active Directory (docs/spec.md §9). Present only when configured.
     pub directory: Option<DirectoryConfig>,
 }
@@ -163,6 +165,34 @@ pub struct OutboundConfig {
     pub port: u16,
 }
 
+/// `[queue]`: the retry schedule of outbound mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The waits after the first, second, … failed attempt; the last repeats.
+    pub retry: Vec<Duration>,
+    /// A recipient still not delivered this long after arrival is given up (`4.4.7`).
+    pub max_age: Duration,
+    /// After this long undelivered, the sender is told once that the server is still trying;
+    /// `None` (`delay_notice = false`): never.
+    pub delay_notice: Option<Duration>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        QueueConfig {
+            retry: [2, 5, 10, 30, 60, 120, 240, 480].map(minutes).to_vec(),
+            max_age: Duration::from_secs(5 * 24 * 3600),
+            delay_notice: Some(minutes(240)),
+        }
+    }
+}
+
+/// The longest `[queue] max_age`: past a month a message is no use to anyone.
+pub const MAX_QUEUE_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most steps in `[queue] retry`.
+pub const MAX_RETRY_STEPS: usize = 32;
+
 /// `[outbound] relay_host`: a host name or IP address, and the port to use there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayHost {
@@ -281,6 +311,8 @@ struct RawConfig {
     quota: RawQuota,
     #[serde(default)]
     outbound: RawOutbound,
+    #[serde(default)]
+    queue: RawQueue,
     directory: Option<RawDirectory>,
 }
 
@@ -465,6 +497,86 @@ struct RawOutbound {
     relay_host: Option<String>,
     tls: Option<OutboundTls>,
     port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    retry: Option<Vec<String>>,
+    max_age: Option<String>,
+    delay_notice: Option<TimeOrOff>,
+}
+
+/// A duration, or `false` to switch the thing off.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TimeOrOff {
+    Off(bool),
+    Time(String),
+}
+
+impl RawQueue {
+    fn check(self) -> Result<QueueConfig, String> {
+        let defaults = QueueConfig::default();
+        let retry = match self.retry {
+            None => defaults.retry,
+            Some(texts) => {
+                if texts.is_empty() || texts.len() > MAX_RETRY_STEPS {
+                    return Err(format!(
+                        "queue.retry needs 1 to {MAX_RETRY_STEPS} intervals, not {}",
+                        texts.len()
+                    ));
+                }
+                texts
+                    .iter()
+                    .map(|t| parse_timeout(t).map_err(|e| format!("queue.retry: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let max_age = match self.max_age {
+            None => defaults.max_age,
+            Some(text) => parse_age(&text).map_err(|e| format!("queue.max_age: {e}"))?,
+        };
+        let delay_notice = match self.delay_notice {
+            None => defaults.delay_notice,
+            Some(TimeOrOff::Off(false)) => None,
+            Some(TimeOrOff::Off(true)) => {
+                return Err("queue.delay_notice: give a time such as \"4h\", or false".into());
+            }
+            Some(TimeOrOff::Time(text)) => {
+                Some(parse_age(&text).map_err(|e| format!("queue.delay_notice: {e}"))?)
+            }
+        };
+        Ok(QueueConfig {
+            retry,
+            max_age,
+            delay_notice,
+        })
+    }
+}
+
+/// An age such as `5d`, `36h`, `90m` or `30s`, up to [`MAX_QUEUE_AGE`].
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_seconds: f64 = match unit.trim() {
+        "d" => 86_400.0,
+        "h" => 3600.0,
+        "m" => 60.0,
+        "s" | "" => 1.0,
+        _ => return Err(format!("{text:?} is not a time such as 5d, 4h or 30m")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a time such as 5d, 4h or 30m"))?;
+    let seconds = value * unit_seconds;
+    if !seconds.is_finite() || seconds < 1.0 || seconds > MAX_QUEUE_AGE.as_secs_f64() {
+        return Err(format!("{text:?} must be at least 1s and at most 30 days"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 impl RawOutbound {
@@ -782,6 +894,7 @@ impl Config {
             plaintext_auth: raw.tls.plaintext_auth.unwrap_or(PlaintextAuth::Tls),
         };
         let outbound = raw.outbound.check().map_err(&invalid)?;
+        let queue = raw.queue.check().map_err(&invalid)?;
         if let Some(dir) = &raw.directory {
             // R21 is refused here, at start, before anything could bind.
             dirmail_rules::r21_encrypted_transport(&dir.url).map_err(|r| invalid(r.message))?;
@@ -805,6 +918,7 @@ impl Config {
             limits,
             quota: QuotaConfig { default_limit },
             outbound,
+            queue,
             directory: raw
                 .directory
                 .map(|d| d.check(base))
@@ -1044,6 +1158,14 @@ tls = "opportunistic"
 # The port of the receiving servers (25).
 port = 25
 
+[queue]
+# Outbound mail that could not be delivered yet is tried again after these waits (the last
+# repeats), until max_age after it arrived; then it is returned to the sender as undeliverable.
+retry = ["2m", "5m", "10m", "30m", "1h", "2h", "4h", "8h"]
+max_age = "5d"
+# The sender is told once that the server is still trying after this long; false: never.
+delay_notice = "4h"
+
 # Active Directory (docs/spec.md §9). Needed for `set authentication ad` and `migratetoad`.
 # [directory]
 # url = "ldaps://dc1.example.jp"
@@ -1078,6 +1200,7 @@ mod tests {
         assert!(c.directory.is_none());
         assert_eq!(c.limits, DEFAULT_LIMITS);
         assert_eq!(c.outbound, OutboundConfig::default());
+        assert_eq!(c.queue, QueueConfig::default());
     }
 
     #[test]
@@ -1203,6 +1326,37 @@ mod tests {
             err.contains("limits.per_address_max must be at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn queue_values_and_refusals() {
+        let queue = |text: &str| {
+            Config::parse(&format!("[queue]\n{text}"), Path::new("d/dirmail.toml"))
+                .map(|c| c.queue)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(queue("").unwrap(), QueueConfig::default());
+        let q =
+            queue("retry = [\"1s\", \"2m\"]\nmax_age = \"36h\"\ndelay_notice = false\n").unwrap();
+        assert_eq!(q.retry, [Duration::from_secs(1), Duration::from_secs(120)]);
+        assert_eq!(q.max_age, Duration::from_secs(36 * 3600));
+        assert_eq!(q.delay_notice, None);
+        assert_eq!(
+            queue("max_age = \"2d\"\ndelay_notice = \"1d\"")
+                .unwrap()
+                .delay_notice,
+            Some(Duration::from_secs(86_400))
+        );
+        for bad in [
+            "retry = []",
+            "retry = [\"0s\"]",
+            "max_age = \"31d\"",
+            "max_age = \"soon\"",
+            "delay_notice = true",
+            "retries = [\"1m\"]",
+        ] {
+            assert!(queue(bad).is_err(), "{bad}");
+        }
     }
 
     fn outbound(text: &str) -> Result<OutboundConfig, String> {

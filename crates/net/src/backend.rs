@@ -10,9 +10,11 @@ use dirmail_config::Config;
 use dirmail_directory::AuthMethod;
 use dirmail_directory::ad::{AdDirectory, AdError, Lookup};
 use dirmail_directory::login::{self, LoginError, Service};
+use dirmail_outbound::LocalDelivery;
 use dirmail_proto::auth::Credentials;
 use dirmail_proto::names::{Address, DomainName, MailboxName};
 use dirmail_store as store;
+use dirmail_store::queue::{Entry, Queue};
 use dirmail_store::rules::r15_quota_admits;
 use dirmail_store::spool::{self, SpoolFile};
 use dirmail_store::{MailboxRow, Store, StoreError, maildir, secrets};
@@ -26,6 +28,8 @@ pub struct Backend {
     pop3_holders: Mutex<HashSet<i64>>,
     /// The configured Active Directory, checked at start (R21).
     ad: Option<AdDirectory>,
+    /// The outbound queue, for recipients outside the local domains.
+    pub queue: Queue,
 }
 
 impl std::fmt::Debug for Backend {
@@ -90,11 +94,13 @@ impl Backend {
         if removed > 0 {
             tracing::info!(removed, "removed spool files left by an earlier run");
         }
+        let queue = Queue::open(&config.store.mailroot).map_err(|e| e.to_string())?;
         Ok(Backend {
             config,
             pool: Mutex::new(vec![store]),
             pop3_holders: Mutex::new(HashSet::new()),
             ad,
+            queue,
         })
     }
 
@@ -269,6 +275,27 @@ impl Backend {
         }
     }
 
+    /// Queues the spooled message for the remote `recipients`, durably (R18's guarantee for
+    /// the queue: fsynced before the `250`).
+    pub fn enqueue(
+        &self,
+        spool: &SpoolFile,
+        reverse_path: &str,
+        recipients: &[String],
+    ) -> std::io::Result<Entry> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.queue.enqueue(
+            spool,
+            reverse_path,
+            recipients,
+            &self.config.server.hostname,
+            now,
+        )
+    }
+
     /// R20: takes the mailbox for one POP3 session; `None` when another session holds it.
     pub fn r20_hold_pop3(self: &Arc<Self>, mailbox_id: i64) -> Option<Pop3Hold> {
         let mut holders = self.pop3_holders.lock().ok()?;
@@ -287,6 +314,52 @@ impl Backend {
             store::layout(store.conn())
                 .map(|layout| layout.maildir(&store.mailroot, &mailbox.address))
         })?
+    }
+}
+
+/// The queue runner's way into the local mailboxes (a bounce to a local sender, mostly): the
+/// same lookup as RCPT and the same durable delivery (R15, R18) as SMTP's.
+impl dirmail_outbound::Mailboxes for Backend {
+    fn deliver_local(&self, address: &str, message: &std::path::Path) -> LocalDelivery {
+        let Some((local_part, domain)) = address.rsplit_once('@') else {
+            return LocalDelivery::NotLocal;
+        };
+        let (mailbox, maildir) = match self.check_recipient(local_part, Some(domain)) {
+            Ok(RecipientVerdict::NotLocal) => return LocalDelivery::NotLocal,
+            Ok(RecipientVerdict::LocalUnknown) => {
+                return LocalDelivery::Refused("550 5.1.1 No such mailbox here".into());
+            }
+            Ok(RecipientVerdict::Local {
+                mailbox, maildir, ..
+            }) => (mailbox, maildir),
+            Err(e) => return LocalDelivery::Failed(format!("451 4.4.3 {e}")),
+        };
+        // A copy in the spool, streamed, so the delivery is the one SMTP uses.
+        let spooled = (|| -> std::io::Result<SpoolFile> {
+            let mut spool =
+                SpoolFile::create(&self.config.store.mailroot, &self.config.server.hostname)?;
+            let mut file = std::fs::File::open(message)?;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut chunk)?;
+                if n == 0 {
+                    return Ok(spool);
+                }
+                spool.append(chunk.get(..n).unwrap_or_default())?;
+            }
+        })();
+        let spool = match spooled {
+            Ok(spool) => spool,
+            Err(e) => return LocalDelivery::Failed(format!("451 4.3.0 {e}")),
+        };
+        match self.deliver(&[(mailbox, maildir)], &spool) {
+            DeliveryOutcome::Delivered => LocalDelivery::Delivered,
+            DeliveryOutcome::QuotaExceeded(who) => {
+                LocalDelivery::Failed(format!("452 4.2.2 The mailbox {who} is full"))
+            }
+            DeliveryOutcome::DiskFull => LocalDelivery::Failed("452 4.3.1 The disk is full".into()),
+            DeliveryOutcome::Failed(e) => LocalDelivery::Failed(format!("451 4.3.0 {e}")),
+        }
     }
 }
 

@@ -144,6 +144,13 @@ pub async fn run(
     } = prepared;
     let backend = Arc::new(backend);
     let (stop_tx, stopping) = watch::channel(false);
+    let (outbound, runner) = dirmail_outbound::runner::start(
+        &config,
+        backend.queue.clone(),
+        Arc::clone(&backend) as Arc<dyn dirmail_outbound::Mailboxes>,
+        stopping.clone(),
+    )
+    .map_err(ServeError::Start)?;
     let shared = Arc::new(Shared {
         config: Arc::clone(&config),
         backend,
@@ -153,6 +160,7 @@ pub async fn run(
             usize::try_from(config.limits.input_memory).unwrap_or(usize::MAX),
         ),
         imap: Hub::default(),
+        outbound,
         stopping,
     });
     super::housekeeping::spawn_tmp_sweeper(config.store.mailroot.clone(), shared.stopping.clone());
@@ -178,6 +186,7 @@ pub async fn run(
     if tokio::time::timeout(GRACE, all_done.recv()).await.is_err() {
         tracing::warn!("some sessions did not finish within {GRACE:?}; stopping anyway");
     }
+    let _ = runner.await;
     Ok(())
 }
 

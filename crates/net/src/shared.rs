@@ -58,6 +58,8 @@ pub struct Shared {
     pub input_budget: Arc<InputBudget>,
     /// IMAP sessions waiting for news of the mailboxes they have open.
     pub imap: Hub,
+    /// Wakes the outbound queue runner when a message is queued.
+    pub outbound: dirmail_outbound::QueueHandle,
     /// Becomes `true` when the server is stopping.
     pub stopping: watch::Receiver<bool>,
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use super::backend::{DeliveryOutcome, RecipientVerdict, is_disk_full};
+use super::backend::{Backend, DeliveryOutcome, RecipientVerdict, is_disk_full};
 use super::driver::{self, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
 use super::shared::{Service, Shared};
@@ -22,6 +22,7 @@ use dirmail_proto::smtp::session::{
     Config as SessionConfig, Delivery, Listener, ReceivedHeader, Request, Response, Session, Target,
 };
 use dirmail_store::MailboxRow;
+use dirmail_store::queue::Entry;
 use dirmail_store::spool::SpoolFile;
 
 fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> SessionConfig {
@@ -221,6 +222,49 @@ fn spool_failure(peer: SocketAddr, e: &std::io::Error) -> Response {
     }
 }
 
+/// The end of DATA: the remote recipients queued first (fsynced), then the local ones
+/// delivered; if the local delivery fails, the queue entry is removed again, so the client's
+/// retry duplicates nothing. One message, one answer.
+fn accept(
+    backend: &Backend,
+    spool: &mut SpoolFile,
+    tail: &[u8],
+    envelope_from: &str,
+    targets: &[(MailboxRow, PathBuf)],
+    remote: &[String],
+) -> (DeliveryOutcome, Option<Entry>) {
+    let failed = |e: std::io::Error| {
+        if is_disk_full(&e) {
+            DeliveryOutcome::DiskFull
+        } else {
+            DeliveryOutcome::Failed(e.to_string())
+        }
+    };
+    if let Err(e) = spool.append(tail) {
+        return (failed(e), None);
+    }
+    let queued = if remote.is_empty() {
+        None
+    } else {
+        match backend.enqueue(spool, envelope_from, remote) {
+            Ok(entry) => Some(entry),
+            Err(e) => return (failed(e), None),
+        }
+    };
+    if !targets.is_empty() {
+        let outcome = backend.deliver(targets, spool);
+        if outcome != DeliveryOutcome::Delivered {
+            if let Some(entry) = &queued
+                && let Err(e) = backend.queue.remove(&entry.id)
+            {
+                tracing::error!(queue_id = %entry.id, "cannot take back the queue entry: {e}");
+            }
+            return (outcome, None);
+        }
+    }
+    (DeliveryOutcome::Delivered, queued)
+}
+
 async fn deliver(
     shared: &Arc<Shared>,
     peer: SocketAddr,
@@ -234,6 +278,7 @@ async fn deliver(
         return Response::TempFail;
     };
     let mut targets: Vec<(MailboxRow, PathBuf)> = Vec::new();
+    let mut remote: Vec<String> = Vec::new();
     for recipient in &delivery.recipients {
         match &recipient.target {
             Target::Local { mailbox } => {
@@ -246,12 +291,11 @@ async fn deliver(
                     None => return Response::TempFail,
                 }
             }
+            // R16 let the client relay: the outbound queue takes it.
             Target::Relay => {
-                // Outbound delivery (SPEC §11) is not built yet: say so with a temporary
-                // failure, so the client keeps the message instead of it being lost here.
-                tracing::warn!(%peer, to = %recipient.address, "relay accepted but outbound delivery is not available");
-                locals.clear();
-                return Response::TempFail;
+                if !remote.contains(&recipient.address) {
+                    remote.push(recipient.address.clone());
+                }
             }
         }
     }
@@ -262,18 +306,22 @@ async fn deliver(
         recipients,
         tail,
     } = delivery;
+    let from = envelope_from.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let outcome = match spool.append(&tail) {
-            Ok(()) => backend.deliver(&targets, &spool),
-            Err(e) if is_disk_full(&e) => DeliveryOutcome::DiskFull,
-            Err(e) => DeliveryOutcome::Failed(e.to_string()),
-        };
-        // Delivered or not, the spool file has served: dropping it removes it.
+        let outcome = accept(&backend, &mut spool, &tail, &from, &targets, &remote);
+        // Delivered or not, the spool file has served: dropping it removes it (the queue and
+        // the Maildirs hold their own links).
         (outcome, spool.size())
     })
     .await;
     let (outcome, size) = match outcome {
-        Ok((outcome, size)) => (Ok(outcome), size),
+        Ok(((outcome, queued), size)) => {
+            if let Some(entry) = &queued {
+                tracing::info!(%peer, queue_id = %entry.id, from = %envelope_from, recipients = entry.recipients.len(), size, "queued for outbound delivery");
+                shared.outbound.queued(entry);
+            }
+            (Ok(outcome), size)
+        }
         Err(e) => (Err(e), 0),
     };
     match outcome {
@@ -300,56 +348,5 @@ async fn deliver(
     }
 }
 
-/// An RFC 5322 date in UTC, e.g. `Sun, 22 Nov 2026 06:16:22 +0000`.
-pub fn rfc5322_date(at: std::time::SystemTime) -> String {
-    let secs = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
-    let month_name = MONTHS[(month - 1) as usize];
-    format!(
-        "{weekday}, {day} {month_name} {year} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates() {
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_328_182);
-        assert_eq!(rfc5322_date(at), "Sun, 22 Nov 2026 06:16:22 +0000");
-        assert_eq!(
-            rfc5322_date(std::time::UNIX_EPOCH),
-            "Thu, 1 Jan 1970 00:00:00 +0000"
-        );
-        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
-        assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
-    }
-}
+/// Dates in trace headers and notifications are written one way (the outbound floor's).
+pub use dirmail_outbound::rfc5322_date;

@@ -33,6 +33,7 @@ mod imap_async;
 mod imap_imaplib;
 mod input_budget;
 mod mail_secret;
+mod outbound;
 mod queue_admin;
 mod races;
 mod readme_e2e;
