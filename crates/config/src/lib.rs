@@ -135,6 +135,13 @@ pub struct Limits {
     /// RFC 9051 §5.4: the IMAP autologout timer once logged in, IDLE included (at least 30
     /// minutes). Before login the leash is 3 minutes, or this when shorter.
     pub imap_idle_timeout: Duration,
+    /// How long a session that has not logged in may wait for its client (POP3, IMAP,
+    /// submission; the SMTP relay port only when the connection cap is near, and never inside
+    /// DATA), so idle strangers cannot keep the slots for the longer timeouts above.
+    pub prelogin_timeout: Duration,
+    /// Slots kept for sessions that have logged in: connections that have not may hold at most
+    /// `socket_max - reserved_for_authenticated` (see `net::admission`).
+    pub reserved_for_authenticated: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +202,8 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     smtp_data_timeout: Duration::from_secs(10 * 60),
     pop3_idle_timeout: Duration::from_secs(10 * 60),
     imap_idle_timeout: Duration::from_secs(30 * 60),
+    prelogin_timeout: Duration::from_secs(30),
+    reserved_for_authenticated: default_reserved_for_authenticated(1000),
 };
 /// The longest timeout `[limits]` accepts; longer would be no timeout at all.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -211,6 +220,12 @@ pub const fn default_per_address_max(socket_max: u32) -> u32 {
     } else {
         socket_max
     }
+}
+
+/// `reserved_for_authenticated` when the file does not give it: a tenth of `socket_max`
+/// (none below 10, so a small lab limit stays the one limit).
+pub const fn default_reserved_for_authenticated(socket_max: u32) -> u32 {
+    socket_max / 10
 }
 
 // The file's shape. Every table refuses unknown keys, so a typo is reported, not ignored.
@@ -401,6 +416,8 @@ struct RawLimits {
     smtp_data_timeout: Option<String>,
     pop3_idle_timeout: Option<String>,
     imap_idle_timeout: Option<String>,
+    prelogin_timeout: Option<String>,
+    reserved_for_authenticated: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -531,6 +548,15 @@ impl Config {
                 raw.limits.imap_idle_timeout,
                 DEFAULT_LIMITS.imap_idle_timeout,
             )?,
+            prelogin_timeout: timeout(
+                "prelogin_timeout",
+                raw.limits.prelogin_timeout,
+                DEFAULT_LIMITS.prelogin_timeout,
+            )?,
+            reserved_for_authenticated: raw
+                .limits
+                .reserved_for_authenticated
+                .unwrap_or(default_reserved_for_authenticated(socket_max)),
         };
         check_limits(&limits).map_err(&invalid)?;
         let default_limit = match raw.quota.default_limit {
@@ -632,6 +658,12 @@ pub fn check_limits(limits: &Limits) -> Result<(), String> {
         return Err(format!(
             "limits.per_address_max ({}) is larger than limits.socket_max ({}); one address can hold at most every connection",
             limits.per_address_max, limits.socket_max
+        ));
+    }
+    if limits.reserved_for_authenticated >= limits.socket_max {
+        return Err(format!(
+            "limits.reserved_for_authenticated ({}) must be below limits.socket_max ({}); otherwise no client could connect to log in",
+            limits.reserved_for_authenticated, limits.socket_max
         ));
     }
     Ok(())
@@ -822,6 +854,15 @@ pop3_idle_timeout = "10m"
 # IMAP autologout once logged in, IDLE included: RFC 9051 section 5.4 asks for at least 30
 # minutes. Before login the limit is 3 minutes, or this when shorter.
 imap_idle_timeout = "30m"
+# Before login (POP3, IMAP, submission) a session may wait this long for its client; on the
+# SMTP relay port only while connections that have not logged in fill three quarters of
+# their slots (RFC 5321's 5 minutes otherwise), and never inside DATA.
+prelogin_timeout = "30s"
+# Slots kept for sessions that have logged in: the others may hold at most socket_max minus
+# this. When those are full, a new connection closes the one that has waited longest for its
+# client without logging in, and is refused only if none waits. Below socket_max.
+# Default: a tenth of socket_max.
+# reserved_for_authenticated = 100
 
 [quota]
 # The limit `dirmail createquotafile` gives a mailbox.
@@ -971,6 +1012,52 @@ mod tests {
             err.contains("limits.per_address_max must be at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_slots_kept_for_logged_in_sessions_default_from_socket_max_and_are_checked() {
+        let l = limits("").unwrap();
+        assert_eq!(
+            (l.reserved_for_authenticated, l.prelogin_timeout),
+            (100, Duration::from_secs(30))
+        );
+        assert_eq!(
+            limits(
+                "socket_max = 6
+socket_min = 1
+"
+            )
+            .unwrap()
+            .reserved_for_authenticated,
+            0
+        );
+        let l = limits(
+            "reserved_for_authenticated = 999
+prelogin_timeout = \"5s\"
+",
+        )
+        .unwrap();
+        assert_eq!(
+            (l.reserved_for_authenticated, l.prelogin_timeout),
+            (999, Duration::from_secs(5))
+        );
+        let err = limits(
+            "reserved_for_authenticated = 1000
+",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "limits.reserved_for_authenticated (1000) must be below limits.socket_max (1000)"
+            ),
+            "{err}"
+        );
+        let err = limits(
+            "prelogin_timeout = \"0s\"
+",
+        )
+        .unwrap_err();
+        assert!(err.contains("limits.prelogin_timeout"), "{err}");
     }
 
     fn directory(extra: &str) -> Result<DirectoryConfig, ConfigError> {
