@@ -228,12 +228,16 @@ pub async fn run(
     );
     // Every session holds a sender; when all are dropped, `recv` returns None: all done.
     let (alive_tx, mut all_done) = mpsc::channel::<()>(1);
+    // Out of descriptors is the whole process's trouble: one pause and one log for every
+    // listener.
+    let failures = Arc::new(std::sync::Mutex::new(AcceptFailures::default()));
     let mut accept_loops = Vec::new();
     for bound in listeners {
         accept_loops.push(tokio::spawn(accept_loop(
             bound,
             Arc::clone(&shared),
             Arc::clone(&admission),
+            Arc::clone(&failures),
             alive_tx.clone(),
         )));
     }
@@ -254,10 +258,12 @@ async fn accept_loop(
     bound: Bound,
     shared: Arc<Shared>,
     admission: Arc<Admission>,
+    failures: Arc<std::sync::Mutex<AcceptFailures>>,
     alive: mpsc::Sender<()>,
 ) {
     let mut stopping = shared.stopping.clone();
-    let mut failures = AcceptFailures::default();
+    // Whether this loop's last accept failed, so a success takes the lock only then.
+    let mut recovering = false;
     loop {
         let accepted = tokio::select! {
             accepted = bound.listener.accept() => accepted,
@@ -266,7 +272,8 @@ async fn accept_loop(
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                let pause = failures.failed(&e, Instant::now(), bound.service);
+                recovering = true;
+                let pause = lock_failures(&failures).failed(&e, Instant::now(), bound.service);
                 if !pause.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -276,7 +283,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        failures.succeeded(Instant::now(), bound.service);
+        if recovering {
+            recovering = false;
+            lock_failures(&failures).succeeded(Instant::now(), bound.service);
+        }
         let _ = tcp.set_nodelay(true);
         let ticket = admission.admit(peer.ip());
         let shared = Arc::clone(&shared);
@@ -343,12 +353,13 @@ async fn refuse_busy(
     .await;
 }
 
-/// How often the accept loop may log its failures.
+/// How often the accept loops may log their failures.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The first pause after a shortage of descriptors or memory, and the longest.
 const SHORTAGE_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
-/// The accept loop's failures: how long to pause after each, and when to log them. A shortage
+/// The accept loops' failures, shared by all listeners: how long to pause after each, and
+/// when to log them. A shortage
 /// (EMFILE, ENFILE, ENOBUFS, ENOMEM) does not pass by itself in a moment: accepting again at
 /// once fails again, so each one in a row doubles the pause, up to a second; a success resets
 /// it. Other failures (a client gone before it was accepted) need no pause. Either way the log
@@ -402,6 +413,13 @@ impl AcceptFailures {
         self.logged_at = Some(now);
         self.reports += 1;
     }
+}
+
+fn lock_failures(
+    failures: &std::sync::Mutex<AcceptFailures>,
+) -> std::sync::MutexGuard<'_, AcceptFailures> {
+    // A poisoned lock means a panic while counting; the counts are still usable.
+    failures.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Out of descriptors or memory: accepting again at once would fail again.

@@ -231,6 +231,38 @@ fn a_client_that_does_not_log_in_is_cut_after_the_prelogin_timeout() {
     assert!(logged_in.pop("QUIT").starts_with("+OK"));
 }
 
+/// Runs `dirmail serve` in `dir` through `wrapper` and returns its standard error, once it has
+/// exited with a failure. One that starts instead fails the test (and is stopped).
+fn serve_expecting_refusal(dir: &std::path::Path, wrapper: &[&str]) -> String {
+    let log = dir.join("refused.log");
+    let mut child = std::process::Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(env!("CARGO_BIN_EXE_dirmail"))
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("DIRMAIL_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .expect("run dirmail serve");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for dirmail serve") {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            // It is serving: stop this child of ours, then fail below.
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.is_some_and(|s| !s.success()), "it started: {stderr}");
+    stderr
+}
+
 /// The soft and hard open-file limit the server ran under.
 const PRLIMIT: [&str; 2] = ["prlimit", "--nofile=1024:1024"];
 
@@ -240,16 +272,7 @@ fn a_socket_max_beyond_the_open_file_limit_is_refused_and_a_flood_at_the_limit_i
     // The default socket_max, 1,000, does not fit 1,024 files with the listeners and the
     // store: the server refuses to start and says what would fit.
     let rig = Rig::with_imap("");
-    let out = std::process::Command::new(PRLIMIT[0])
-        .arg(PRLIMIT[1])
-        .arg(env!("CARGO_BIN_EXE_dirmail"))
-        .arg("serve")
-        .current_dir(rig.dir.path())
-        .env_remove("DIRMAIL_CONFIG")
-        .output()
-        .expect("run dirmail serve under prlimit");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "it started: {stderr}");
+    let stderr = serve_expecting_refusal(rig.dir.path(), &PRLIMIT);
     assert!(
         stderr.contains("limits.socket_max (1000) does not fit the open-file limit (1024)"),
         "{stderr}"
