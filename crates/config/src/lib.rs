@@ -143,6 +143,13 @@ pub struct Limits {
     /// allowance (an IMAP APPEND gathering its message; `net::budget`). At least the largest
     /// message, so one APPEND always fits.
     pub input_memory: u64,
+    /// How long a session that has not logged in may wait for its client (POP3, IMAP,
+    /// submission; the SMTP relay port only when the connection cap is near, and never inside
+    /// DATA), so idle strangers cannot keep the slots for the longer timeouts above.
+    pub prelogin_timeout: Duration,
+    /// Slots kept for sessions that have logged in: connections that have not may hold at most
+    /// `socket_max - reserved_for_authenticated` (see `net::admission`).
+    pub reserved_for_authenticated: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -271,6 +278,8 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     pop3_idle_timeout: Duration::from_secs(10 * 60),
     imap_idle_timeout: Duration::from_secs(30 * 60),
     input_memory: 256 * 1024 * 1024,
+    prelogin_timeout: Duration::from_secs(30),
+    reserved_for_authenticated: default_reserved_for_authenticated(1000),
 };
 /// The longest timeout `[limits]` accepts; longer would be no timeout at all.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -287,6 +296,12 @@ pub const fn default_per_address_max(socket_max: u32) -> u32 {
     } else {
         socket_max
     }
+}
+
+/// `reserved_for_authenticated` when the file does not give it: a tenth of `socket_max`
+/// (none below 10, so a small lab limit stays the one limit).
+pub const fn default_reserved_for_authenticated(socket_max: u32) -> u32 {
+    socket_max / 10
 }
 
 // The file's shape. Every table refuses unknown keys, so a typo is reported, not ignored.
@@ -482,6 +497,8 @@ struct RawLimits {
     pop3_idle_timeout: Option<String>,
     imap_idle_timeout: Option<String>,
     input_memory: Option<String>,
+    prelogin_timeout: Option<String>,
+    reserved_for_authenticated: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -834,6 +851,15 @@ impl Config {
                 }
                 None => DEFAULT_LIMITS.input_memory,
             },
+            prelogin_timeout: timeout(
+                "prelogin_timeout",
+                raw.limits.prelogin_timeout,
+                DEFAULT_LIMITS.prelogin_timeout,
+            )?,
+            reserved_for_authenticated: raw
+                .limits
+                .reserved_for_authenticated
+                .unwrap_or(default_reserved_for_authenticated(socket_max)),
         };
         check_limits(&limits).map_err(&invalid)?;
         let default_limit = match raw.quota.default_limit {
@@ -946,6 +972,12 @@ pub fn check_limits(limits: &Limits) -> Result<(), String> {
         return Err(format!(
             "limits.per_address_max ({}) is larger than limits.socket_max ({}); one address can hold at most every connection",
             limits.per_address_max, limits.socket_max
+        ));
+    }
+    if limits.reserved_for_authenticated >= limits.socket_max {
+        return Err(format!(
+            "limits.reserved_for_authenticated ({}) must be below limits.socket_max ({}); otherwise no client could connect to log in",
+            limits.reserved_for_authenticated, limits.socket_max
         ));
     }
     Ok(())
@@ -1140,6 +1172,15 @@ imap_idle_timeout = "30m"
 # (an IMAP APPEND gathers its message in memory; SMTP DATA goes to disk as it arrives). A
 # session that would go over waits. At least smtp.max_message_size.
 input_memory = "256MB"
+# Before login (POP3, IMAP, submission) a session may wait this long for its client; on the
+# SMTP relay port only while connections that have not logged in fill three quarters of
+# their slots (RFC 5321's 5 minutes otherwise), and never inside DATA.
+prelogin_timeout = "30s"
+# Slots kept for sessions that have logged in: the others may hold at most socket_max minus
+# this. When those are full, a new connection closes the one that has waited longest for its
+# client without logging in, and is refused only if none waits. Below socket_max.
+# Default: a tenth of socket_max.
+# reserved_for_authenticated = 100
 
 [quota]
 # The limit `dirmail createquotafile` gives a mailbox.
@@ -1443,6 +1484,52 @@ mod tests {
             assert!(error.contains(words), "{text:?}: {error}");
             assert!(error.contains("d/dirmail.toml"), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn the_slots_kept_for_logged_in_sessions_default_from_socket_max_and_are_checked() {
+        let l = limits("").unwrap();
+        assert_eq!(
+            (l.reserved_for_authenticated, l.prelogin_timeout),
+            (100, Duration::from_secs(30))
+        );
+        assert_eq!(
+            limits(
+                "socket_max = 6
+socket_min = 1
+"
+            )
+            .unwrap()
+            .reserved_for_authenticated,
+            0
+        );
+        let l = limits(
+            "reserved_for_authenticated = 999
+prelogin_timeout = \"5s\"
+",
+        )
+        .unwrap();
+        assert_eq!(
+            (l.reserved_for_authenticated, l.prelogin_timeout),
+            (999, Duration::from_secs(5))
+        );
+        let err = limits(
+            "reserved_for_authenticated = 1000
+",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "limits.reserved_for_authenticated (1000) must be below limits.socket_max (1000)"
+            ),
+            "{err}"
+        );
+        let err = limits(
+            "prelogin_timeout = \"0s\"
+",
+        )
+        .unwrap_err();
+        assert!(err.contains("limits.prelogin_timeout"), "{err}");
     }
 
     fn directory(extra: &str) -> Result<DirectoryConfig, ConfigError> {

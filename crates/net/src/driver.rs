@@ -4,6 +4,13 @@
 //! is stopping, and hands each of the core's requests to the protocol's [`Handler`]. What
 //! differs between protocols is the handler: how it answers requests, and for IMAP an input
 //! besides the client (news of changes to the open folder).
+//!
+//! It also keeps the connection's place in the [`admission`](super::admission) counts up to
+//! date: whether the session waits for its client (then, not logged in, it may be closed for a
+//! newcomer), and when it logs in. Before login a wait is cut at `[limits] prelogin_timeout`
+//! (the SMTP relay port, whose clients never log in, only when the server is under pressure;
+//! never inside DATA), so that idle strangers cannot keep slots for the protocols' long
+//! timeouts. Both ends are told in the protocol's busy words ([`Busy`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,10 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::admission::Ticket;
 use super::budget::READ_CHUNK;
 use super::conn::Conn;
 use super::shared::{Service, Shared, stopped};
-use dirmail_proto::session::{Session, Step};
+use dirmail_proto::session::{Busy, Session, Step};
 
 /// Replies are written out once this much has piled up, even mid-command (an IMAP FETCH of
 /// many messages), so memory stays bounded.
@@ -38,19 +46,59 @@ pub trait Handler<S: Session>: Send {
     }
 }
 
-/// The client's connection, after the TLS handshake on an implicit-TLS listener.
-pub async fn connect(service: Service, tcp: TcpStream, shared: &Shared) -> std::io::Result<Conn> {
+/// A connection the server has accepted, with its place in the admission counts.
+#[derive(Debug)]
+pub struct Accepted {
+    pub tcp: TcpStream,
+    pub ticket: Ticket,
+}
+
+/// The client's connection as the driver runs it: the socket, its place in the counts, and
+/// the listener it came through.
+#[derive(Debug)]
+pub struct Connection {
+    conn: Conn,
+    ticket: Ticket,
+    service: Service,
+}
+
+impl Connection {
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+}
+
+/// The client's connection, after the TLS handshake on an implicit-TLS listener. A handshake
+/// is a wait for a client that has not logged in, so it too may be cut for a newcomer.
+pub async fn connect(
+    service: Service,
+    accepted: Accepted,
+    shared: &Shared,
+) -> std::io::Result<Connection> {
+    let Accepted { tcp, ticket } = accepted;
     let mut conn = Conn::new(tcp, shared.config.limits.write_timeout);
     if service.implicit_tls() {
-        conn.upgrade(&shared.tls).await?;
+        tokio::select! {
+            done = conn.upgrade(&shared.tls) => done?,
+            _ = ticket.evicted() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "closed for a newcomer before the TLS handshake ended",
+                ));
+            }
+        }
     }
-    Ok(conn)
+    Ok(Connection {
+        conn,
+        ticket,
+        service,
+    })
 }
 
 /// Runs `session` on `conn` until the client quits, the session closes it, or the server
 /// stops (then the session says goodbye; a request under way is answered first).
 pub async fn run<S, H>(
-    mut conn: Conn,
+    connection: Connection,
     mut session: S,
     handler: &mut H,
     shared: &Shared,
@@ -60,6 +108,11 @@ where
     S: Session,
     H: Handler<S>,
 {
+    let Connection {
+        mut conn,
+        ticket,
+        service,
+    } = connection;
     let mut out = Vec::new();
     session.write_greeting(&mut out);
     let mut stopping = shared.stopping.clone();
@@ -67,6 +120,8 @@ where
     let mut share = shared.input_budget.share();
     // Since when the session has been waiting for the budget to have room, if it is.
     let mut starved_since: Option<Instant> = None;
+    let mut last_input = Instant::now();
+    let mut logged_in = false;
     loop {
         while let Some(step) = session.next_step(&mut out) {
             match step {
@@ -96,7 +151,12 @@ where
             }
         }
         flush(&mut conn, &mut out).await?;
+        if !logged_in && session.is_authenticated() {
+            ticket.logged_in();
+            logged_in = true;
+        }
         let deadline = session.deadline();
+        let cut = prelogin_cut(&session, logged_in, service, &ticket, shared, last_input);
         let idle = session.awaits_news();
         share.holds(session.buffered());
         let may_read = share.may_read(session.buffered());
@@ -109,21 +169,40 @@ where
             let _ = conn.shutdown().await;
             return Ok(());
         }
+        ticket.waiting(last_input);
         tokio::select! {
             read = conn.read(&mut buf), if may_read => {
+                if !ticket.busy() {
+                    return goodbye::<S>(conn, Busy::Evicted, peer).await;
+                }
                 let n = read?;
                 if n == 0 {
                     return Ok(());
                 }
-                session.feed(buf.get(..n).unwrap_or_default(), Instant::now());
+                last_input = Instant::now();
+                session.feed(buf.get(..n).unwrap_or_default(), last_input);
+            }
+            _ = sleep_until(earliest(deadline, cut)) => {
+                if !ticket.busy() {
+                    return goodbye::<S>(conn, Busy::Evicted, peer).await;
+                }
+                let now = Instant::now();
+                let core_due = deadline.is_some_and(|at| now >= at);
+                if !core_due && cut.is_some_and(|at| now >= at) {
+                    return goodbye::<S>(conn, Busy::LoginTimeout, peer).await;
+                }
+                session.timeout(now);
             }
             _ = shared.input_budget.released(), if !may_read => {}
-            _ = sleep_until(deadline) => session.timeout(Instant::now()),
             news = handler.wake(idle) => {
+                if !ticket.busy() {
+                    return goodbye::<S>(conn, Busy::Evicted, peer).await;
+                }
                 if news {
                     session.news();
                 }
             }
+            _ = ticket.evicted() => return goodbye::<S>(conn, Busy::Evicted, peer).await,
             _ = stopped(&mut stopping) => {
                 session.stop();
                 while let Some(step) = session.next_step(&mut out) {
@@ -138,6 +217,47 @@ where
             }
         }
     }
+}
+
+/// When a wait of a session that has not logged in ends regardless of the core's own
+/// deadline: `prelogin_timeout` after the client's last input. Not once logged in, not inside
+/// SMTP DATA, and on the SMTP relay port (whose clients, other servers, never log in and may
+/// wait RFC 5321's five minutes for a command) only while the server is under pressure.
+fn prelogin_cut<S: Session>(
+    session: &S,
+    logged_in: bool,
+    service: Service,
+    ticket: &Ticket,
+    shared: &Shared,
+    last_input: Instant,
+) -> Option<Instant> {
+    if logged_in || session.in_message() {
+        return None;
+    }
+    if service == Service::Smtp && !ticket.under_pressure() {
+        return None;
+    }
+    last_input.checked_add(shared.config.limits.prelogin_timeout)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Closes a session that has not logged in, for a newcomer or after `prelogin_timeout`, with
+/// the protocol's busy words. Such a session holds nothing that needs tidying (no POP3 hold, no
+/// delivery), so the core is simply dropped.
+async fn goodbye<S: Session>(mut conn: Conn, why: Busy, peer: SocketAddr) -> std::io::Result<()> {
+    tracing::debug!(%peer, ?why, "{} connection closed before login", S::PROTOCOL);
+    let mut out = Vec::new();
+    S::write_busy(why, &mut out);
+    // Goodbye if the client still listens; the connection goes either way.
+    let _ = flush(&mut conn, &mut out).await;
+    let _ = conn.shutdown().await;
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -12,10 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
-use super::driver::{self, Handler};
+use super::driver::{self, Accepted, Handler};
 use super::hub::{self, Change};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls};
 use super::shared::{Service, Shared};
@@ -47,11 +46,11 @@ struct State {
 /// stops (then the client is told `* BYE`).
 pub async fn serve(
     service: Service,
-    tcp: TcpStream,
+    accepted: Accepted,
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let conn = driver::connect(service, tcp, &shared).await?;
+    let conn = driver::connect(service, accepted, &shared).await?;
     let mut config = SessionConfig::new(shared.config.server.hostname.clone());
     config.plaintext_allowed = plaintext_allowed_before_tls(shared.config.tls.plaintext_auth, peer);
     config.max_message_size =

@@ -5,10 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
-
 use super::backend::Pop3Hold;
-use super::driver::{self, Handler};
+use super::driver::{self, Accepted, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
@@ -29,11 +27,11 @@ struct Maildrop {
 /// only when the core asks for a `Commit` at QUIT.
 pub async fn serve(
     service: Service,
-    tcp: TcpStream,
+    accepted: Accepted,
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let conn = driver::connect(service, tcp, &shared).await?;
+    let conn = driver::connect(service, accepted, &shared).await?;
     let (spa_required, any_secrets) = {
         let backend = Arc::clone(&shared.backend);
         tokio::task::spawn_blocking(move || {

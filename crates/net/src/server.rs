@@ -2,11 +2,17 @@
 //! each address's share of it ([`admission`](super::admission)), hands each to its protocol
 //! driver, and stops gracefully: on Ctrl-C or SIGTERM the listeners close, idle sessions are
 //! told goodbye, and in-flight deliveries finish before the process exits.
+//!
+//! Every connection is an open file, so at start the soft open-file limit is raised to the hard
+//! one and a `socket_max` that cannot fit under it is refused ([`fit_open_files`]). Should
+//! `accept` still run out of descriptors (or memory), the accept loop pauses a little longer
+//! each time, up to a second, and logs the failures once per interval with their count
+//! ([`AcceptFailures`]) rather than once per attempt: a flood must not fill the log.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -15,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::admission::{Admission, Refusal};
 use super::backend::Backend;
 use super::budget::InputBudget;
+use super::driver::Accepted;
 use super::hub::Hub;
 use super::shared::{Service, Shared, stopped};
 use super::throttle::Throttle;
@@ -31,6 +38,16 @@ pub enum ServeError {
     Start(String),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error(
+        "limits.socket_max ({socket_max}) does not fit the open-file limit ({limit}): the server needs {needed} descriptors (socket_max, {listeners} listeners, and {DESCRIPTOR_MARGIN} for the store, the log and deliveries in flight). Lower limits.socket_max to at most {fits}, or raise the limit (ulimit -n; LimitNOFILE= in a systemd unit)"
+    )]
+    OpenFiles {
+        socket_max: u32,
+        limit: u64,
+        needed: u64,
+        listeners: usize,
+        fits: u64,
+    },
     #[error("cannot listen on {addr} for {service}: {source}")]
     Bind {
         service: &'static str,
@@ -49,18 +66,8 @@ pub struct Bound {
 /// Binds every enabled listener. Split from [`run`] so the caller can print the addresses
 /// (port 0 picks a free one) before serving.
 pub async fn bind(config: &Config) -> Result<Vec<Bound>, ServeError> {
-    let ports = [
-        (Service::Smtp, config.smtp.port),
-        (Service::Submission, config.smtp.submission_port),
-        (Service::Smtps, config.smtp.smtps_port),
-        (Service::Pop3, config.pop3.port),
-        (Service::Pop3s, config.pop3.pop3s_port),
-        (Service::Imap, config.imap.port),
-        (Service::Imaps, config.imap.imaps_port),
-    ];
     let mut bound = Vec::new();
-    for (service, port) in ports {
-        let Some(port) = port else { continue };
+    for (service, port) in listener_ports(config) {
         let addr = SocketAddr::new(config.server.listen_address, port);
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()
@@ -81,6 +88,68 @@ pub async fn bind(config: &Config) -> Result<Vec<Bound>, ServeError> {
         bound.push(Bound { service, listener });
     }
     Ok(bound)
+}
+
+/// The enabled listeners and their ports.
+fn listener_ports(config: &Config) -> Vec<(Service, u16)> {
+    [
+        (Service::Smtp, config.smtp.port),
+        (Service::Submission, config.smtp.submission_port),
+        (Service::Smtps, config.smtp.smtps_port),
+        (Service::Pop3, config.pop3.port),
+        (Service::Pop3s, config.pop3.pop3s_port),
+        (Service::Imap, config.imap.port),
+        (Service::Imaps, config.imap.imaps_port),
+    ]
+    .into_iter()
+    .filter_map(|(service, port)| Some((service, port?)))
+    .collect()
+}
+
+/// Descriptors the server needs besides one per connection and one per listener: standard
+/// input, output and error, the runtime's own (epoll, wake-ups), the store's database and its
+/// journal, and the files and directories of deliveries and folder scans in flight.
+pub const DESCRIPTOR_MARGIN: u64 = 64;
+
+/// Raises the soft open-file limit (`RLIMIT_NOFILE`) to the hard one, then checks that
+/// `socket_max` connections fit under it with the listeners and [`DESCRIPTOR_MARGIN`]. Returns
+/// the limit now in force. Where the platform reports no limit, there is nothing to check.
+pub fn fit_open_files(config: &Config) -> Result<Option<u64>, ServeError> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let mut limit = before.current;
+    if let (Some(soft), Some(hard)) = (before.current, before.maximum)
+        && soft < hard
+    {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!("open-file limit raised from {soft} to {hard}");
+                limit = Some(hard);
+            }
+            Err(e) => tracing::warn!("cannot raise the open-file limit from {soft}: {e}"),
+        }
+    }
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    let listeners = listener_ports(config).len();
+    let socket_max = config.limits.socket_max;
+    let overhead = listeners as u64 + DESCRIPTOR_MARGIN;
+    let needed = u64::from(socket_max) + overhead;
+    if needed > limit {
+        return Err(ServeError::OpenFiles {
+            socket_max,
+            limit,
+            needed,
+            listeners,
+            fits: limit.saturating_sub(overhead),
+        });
+    }
+    Ok(Some(limit))
 }
 
 /// The TLS acceptor: the configured certificate, or the store's self-signed one.
@@ -121,6 +190,7 @@ impl std::fmt::Debug for Prepared {
 }
 
 pub async fn prepare(config: Arc<Config>) -> Result<Prepared, ServeError> {
+    fit_open_files(&config)?;
     let backend = Backend::open(Arc::clone(&config)).map_err(ServeError::Start)?;
     let tls = tls_acceptor(&config)?;
     let listeners = bind(&config).await?;
@@ -164,15 +234,23 @@ pub async fn run(
         stopping,
     });
     super::housekeeping::spawn_tmp_sweeper(config.store.mailroot.clone(), shared.stopping.clone());
-    let admission = Admission::new(config.limits.socket_max, config.limits.per_address_max);
+    let admission = Admission::new(
+        config.limits.socket_max,
+        config.limits.per_address_max,
+        config.limits.reserved_for_authenticated,
+    );
     // Every session holds a sender; when all are dropped, `recv` returns None: all done.
     let (alive_tx, mut all_done) = mpsc::channel::<()>(1);
+    // Out of descriptors is the whole process's trouble: one pause and one log for every
+    // listener.
+    let failures = Arc::new(std::sync::Mutex::new(AcceptFailures::default()));
     let mut accept_loops = Vec::new();
     for bound in listeners {
         accept_loops.push(tokio::spawn(accept_loop(
             bound,
             Arc::clone(&shared),
             Arc::clone(&admission),
+            Arc::clone(&failures),
             alive_tx.clone(),
         )));
     }
@@ -194,9 +272,12 @@ async fn accept_loop(
     bound: Bound,
     shared: Arc<Shared>,
     admission: Arc<Admission>,
+    failures: Arc<std::sync::Mutex<AcceptFailures>>,
     alive: mpsc::Sender<()>,
 ) {
     let mut stopping = shared.stopping.clone();
+    // Whether this loop's last accept failed, so a success takes the lock only then.
+    let mut recovering = false;
     loop {
         let accepted = tokio::select! {
             accepted = bound.listener.accept() => accepted,
@@ -205,12 +286,21 @@ async fn accept_loop(
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // Out of descriptors and the like: wait a moment rather than spin.
-                tracing::warn!(service = bound.service.name(), "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                recovering = true;
+                let pause = lock_failures(&failures).failed(&e, Instant::now(), bound.service);
+                if !pause.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stopped(&mut stopping) => return,
+                    }
+                }
                 continue;
             }
         };
+        if recovering {
+            recovering = false;
+            lock_failures(&failures).succeeded(Instant::now(), bound.service);
+        }
         let _ = tcp.set_nodelay(true);
         let ticket = admission.admit(peer.ip());
         let shared = Arc::clone(&shared);
@@ -219,7 +309,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _alive = alive;
             match ticket {
-                Ok(_ticket) => handle(service, tcp, peer, shared).await,
+                Ok(ticket) => handle(service, Accepted { tcp, ticket }, peer, shared).await,
                 Err(refusal) => {
                     tracing::debug!(service = service.name(), %peer, ?refusal, "connection refused: too many connections");
                     let write_timeout = shared.config.limits.write_timeout;
@@ -230,14 +320,14 @@ async fn accept_loop(
     }
 }
 
-async fn handle(service: Service, tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn handle(service: Service, accepted: Accepted, peer: SocketAddr, shared: Arc<Shared>) {
     tracing::debug!(service = service.name(), %peer, "connection");
     let result = match service {
         Service::Smtp | Service::Submission | Service::Smtps => {
-            super::smtp::serve(service, tcp, peer, shared).await
+            super::smtp::serve(service, accepted, peer, shared).await
         }
-        Service::Pop3 | Service::Pop3s => super::pop3::serve(service, tcp, peer, shared).await,
-        Service::Imap | Service::Imaps => super::imap::serve(service, tcp, peer, shared).await,
+        Service::Pop3 | Service::Pop3s => super::pop3::serve(service, accepted, peer, shared).await,
+        Service::Imap | Service::Imaps => super::imap::serve(service, accepted, peer, shared).await,
     };
     match result {
         // `Conn` gave up on a client that stopped reading, or on a TLS handshake.
@@ -275,4 +365,126 @@ async fn refuse_busy(
         tcp.shutdown().await
     })
     .await;
+}
+
+/// How often the accept loops may log their failures.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// The first pause after a shortage of descriptors or memory, and the longest.
+const SHORTAGE_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// The accept loops' failures, shared by all listeners: how long to pause after each, and
+/// when to log them. A shortage
+/// (EMFILE, ENFILE, ENOBUFS, ENOMEM) does not pass by itself in a moment: accepting again at
+/// once fails again, so each one in a row doubles the pause, up to a second; a success resets
+/// it. Other failures (a client gone before it was accepted) need no pause. Either way the log
+/// gets at most one line per [`ACCEPT_LOG_INTERVAL`], with the count since the last one.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    /// Failures not yet in the log.
+    unlogged: u64,
+    last_error: String,
+    logged_at: Option<Instant>,
+    /// Lines logged so far.
+    reports: u64,
+    pause: Duration,
+}
+
+impl AcceptFailures {
+    /// Counts a failure; returns how long to wait before accepting again.
+    fn failed(&mut self, error: &std::io::Error, now: Instant, service: Service) -> Duration {
+        self.unlogged += 1;
+        self.last_error = error.to_string();
+        self.log_if_due(now, service);
+        if is_shortage(error) {
+            self.pause = (self.pause * 2).clamp(SHORTAGE_PAUSE.0, SHORTAGE_PAUSE.1);
+            self.pause
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    fn succeeded(&mut self, now: Instant, service: Service) {
+        self.pause = Duration::ZERO;
+        if self.unlogged > 0 {
+            self.log_if_due(now, service);
+        }
+    }
+
+    fn log_if_due(&mut self, now: Instant, service: Service) {
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= ACCEPT_LOG_INTERVAL);
+        if !due {
+            return;
+        }
+        tracing::warn!(
+            service = service.name(),
+            "accept failed {} time(s) since the last report; the last: {}",
+            self.unlogged,
+            self.last_error
+        );
+        self.unlogged = 0;
+        self.logged_at = Some(now);
+        self.reports += 1;
+    }
+}
+
+fn lock_failures(
+    failures: &std::sync::Mutex<AcceptFailures>,
+) -> std::sync::MutexGuard<'_, AcceptFailures> {
+    // A poisoned lock means a panic while counting; the counts are still usable.
+    failures.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Out of descriptors or memory: accepting again at once would fail again.
+fn is_shortage(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let Some(code) = error.raw_os_error() else {
+        return false;
+    };
+    [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
+        .iter()
+        .any(|errno| errno.raw_os_error() == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> std::io::Error {
+        std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error())
+    }
+
+    #[test]
+    fn a_flood_of_accept_failures_costs_one_line_per_interval_and_a_growing_pause() {
+        let mut failures = AcceptFailures::default();
+        let start = Instant::now();
+        let mut pauses = Vec::new();
+        // 10,000 failures in 35 seconds (the issue saw 8,624 in a few).
+        for i in 0..10_000u32 {
+            let now = start + Duration::from_micros(u64::from(i) * 3_500);
+            pauses.push(failures.failed(&emfile(), now, Service::Pop3));
+        }
+        assert_eq!(failures.reports, 4, "at 0, 10, 20 and 30 seconds");
+        assert_eq!(pauses.first(), Some(&SHORTAGE_PAUSE.0));
+        assert_eq!(pauses.get(1), Some(&(SHORTAGE_PAUSE.0 * 2)));
+        assert_eq!(pauses.last(), Some(&SHORTAGE_PAUSE.1));
+        // A success ends the pause; what was not yet reported is, once the interval is over.
+        failures.succeeded(start + Duration::from_secs(36), Service::Pop3);
+        assert_eq!((failures.pause, failures.reports), (Duration::ZERO, 4));
+        failures.succeeded(start + Duration::from_secs(41), Service::Pop3);
+        assert_eq!((failures.reports, failures.unlogged), (5, 0));
+    }
+
+    #[test]
+    fn only_a_shortage_pauses_the_accept_loop() {
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert!(is_shortage(&emfile()));
+        assert!(!is_shortage(&aborted));
+        let mut failures = AcceptFailures::default();
+        assert_eq!(
+            failures.failed(&aborted, Instant::now(), Service::Imap),
+            Duration::ZERO
+        );
+    }
 }

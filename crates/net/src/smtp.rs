@@ -10,10 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
-
 use super::backend::{Backend, DeliveryOutcome, RecipientVerdict, is_disk_full};
-use super::driver::{self, Handler};
+use super::driver::{self, Accepted, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
@@ -46,11 +44,11 @@ fn session_config(shared: &Shared, service: Service, peer: SocketAddr) -> Sessio
 /// stops (then idle sessions get `421`; a delivery under way finishes first).
 pub async fn serve(
     service: Service,
-    tcp: TcpStream,
+    accepted: Accepted,
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let conn = driver::connect(service, tcp, &shared).await?;
+    let conn = driver::connect(service, accepted, &shared).await?;
     let mut config = session_config(&shared, service, peer);
     let backend = Arc::clone(&shared.backend);
     config.offer_cram_md5 = tokio::task::spawn_blocking(move || backend.any_mail_secrets())

@@ -1,19 +1,26 @@
 //! The shape the three protocol cores share, as a trait, so that one driver runs any of them:
 //! a greeting, bytes and `now` in, [`Step`]s out, an answer for each request, the STARTTLS
-//! handshake, a deadline, and the two things the server itself may have to say (it is
-//! stopping; it is too busy to start a session), each in the protocol's own typed reply.
+//! handshake, a deadline, whether the client has logged in, and the things the server itself
+//! may have to say (it is stopping; it is too busy to start or keep a session), each in the
+//! protocol's own typed reply.
 
 use std::time::Instant;
 
 use crate::{imap, pop3, smtp};
 
-/// Why a connection is refused before any session starts: the server's connection limits.
+/// Why the server turns a connection away under its connection limits: refused before any
+/// session starts, or closed before the client logged in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Busy {
     /// Every connection slot is taken.
     Full,
     /// The peer's address has its share of the slots.
     AddressShare,
+    /// The slots for clients that have not logged in are full, and this one had waited the
+    /// longest without logging in: its slot goes to a newcomer.
+    Evicted,
+    /// The client sent nothing for `[limits] prelogin_timeout` without having logged in.
+    LoginTimeout,
 }
 
 impl Busy {
@@ -22,6 +29,10 @@ impl Busy {
         match self {
             Busy::Full => "Too many connections, try again later",
             Busy::AddressShare => "Too many connections from your address, try again later",
+            Busy::Evicted => {
+                "Too many connections; closing an idle connection that has not logged in"
+            }
+            Busy::LoginTimeout => "Idle for too long without logging in, closing connection",
         }
     }
 }
@@ -54,7 +65,8 @@ pub trait Session {
     /// Appends the greeting to `out`.
     fn write_greeting(&self, out: &mut Vec<u8>);
 
-    /// Appends the reply refusing a connection over the limits to `out`; no session exists.
+    /// Appends the reply refusing a connection over the limits to `out`; no session exists
+    /// yet, or the driver closes one that has not logged in (nothing of it needs tidying).
     fn write_busy(why: Busy, out: &mut Vec<u8>)
     where
         Self: Sized;
@@ -85,6 +97,16 @@ pub trait Session {
     /// Octets of client input the core holds (read ahead, or a command being framed), so the
     /// driver can keep all sessions together within a memory budget.
     fn buffered(&self) -> usize;
+
+    /// True once the client has logged in: the driver then counts the connection among the
+    /// authenticated ones and lifts `[limits] prelogin_timeout`.
+    fn is_authenticated(&self) -> bool;
+
+    /// True while the client is sending a message (SMTP DATA): a wait there keeps the
+    /// protocol's own timeout even before login.
+    fn in_message(&self) -> bool {
+        false
+    }
 
     /// Something outside the connection may have changed what the session shows (IMAP:
     /// another session or a delivery changed the selected folder). Most protocols never ask.
@@ -153,6 +175,14 @@ impl Session for smtp::Session {
     fn buffered(&self) -> usize {
         smtp::Session::buffered(self)
     }
+
+    fn is_authenticated(&self) -> bool {
+        smtp::Session::is_authenticated(self)
+    }
+
+    fn in_message(&self) -> bool {
+        self.in_data()
+    }
 }
 
 impl Session for pop3::Session {
@@ -208,6 +238,10 @@ impl Session for pop3::Session {
     fn buffered(&self) -> usize {
         pop3::Session::buffered(self)
     }
+
+    fn is_authenticated(&self) -> bool {
+        pop3::Session::is_authenticated(self)
+    }
 }
 
 impl Session for imap::Session {
@@ -262,6 +296,10 @@ impl Session for imap::Session {
 
     fn buffered(&self) -> usize {
         imap::Session::buffered(self)
+    }
+
+    fn is_authenticated(&self) -> bool {
+        imap::Session::is_authenticated(self)
     }
 
     fn news(&mut self) {
@@ -321,6 +359,17 @@ mod tests {
     }
 
     #[test]
+    fn no_session_starts_logged_in() {
+        let now = Instant::now();
+        let smtp = smtp::Session::new(smtp::Config::new("mx.example"), PEER, false, now);
+        let pop3 = pop3::Session::new(pop3::Config::new("mx", "<1@mx>"), PEER, false, now);
+        let imap = imap::Session::new(imap::Config::new("mx"), PEER, false, now);
+        assert!(!Session::is_authenticated(&smtp) && !Session::in_message(&smtp));
+        assert!(!Session::is_authenticated(&pop3));
+        assert!(!Session::is_authenticated(&imap));
+    }
+
+    #[test]
     fn each_protocol_says_too_busy_in_its_own_words() {
         let busy = |write: fn(Busy, &mut Vec<u8>), why| {
             let mut out = Vec::new();
@@ -338,6 +387,14 @@ mod tests {
         assert_eq!(
             busy(imap::Session::write_busy, Busy::AddressShare),
             "* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n"
+        );
+        assert_eq!(
+            busy(smtp::Session::write_busy, Busy::Evicted),
+            "421 4.7.0 Too many connections; closing an idle connection that has not logged in\r\n"
+        );
+        assert_eq!(
+            busy(pop3::Session::write_busy, Busy::LoginTimeout),
+            "-ERR [SYS/TEMP] Idle for too long without logging in, closing connection\r\n"
         );
     }
 }

@@ -93,20 +93,34 @@ impl Server {
     /// Starts `dirmail serve` in `dir` and waits for its `ready` line; its log goes to the
     /// test's standard error.
     pub fn start(dir: &Path) -> Server {
-        Server::spawn(dir, None)
+        Server::spawn(dir, None, &[])
     }
 
     /// Like [`Server::start`], with the log kept in `dir/server.log` for [`Server::log`].
     pub fn start_logged(dir: &Path) -> Server {
-        Server::spawn(dir, Some(dir.join("server.log")))
+        Server::spawn(dir, Some(dir.join("server.log")), &[])
     }
 
-    fn spawn(dir: &Path, log: Option<PathBuf>) -> Server {
+    /// Like [`Server::start_logged`], started through `wrapper` (e.g. `prlimit --nofile=…`),
+    /// which runs the server in its own process.
+    pub fn start_logged_under(dir: &Path, wrapper: &[&str]) -> Server {
+        Server::spawn(dir, Some(dir.join("server.log")), wrapper)
+    }
+
+    fn spawn(dir: &Path, log: Option<PathBuf>, wrapper: &[&str]) -> Server {
         let stderr = match &log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dirmail"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_dirmail"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_dirmail")),
+        };
+        let mut child = command
             .arg("serve")
             .current_dir(dir)
             .env_remove("DIRMAIL_CONFIG")

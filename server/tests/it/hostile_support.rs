@@ -34,6 +34,11 @@ pub struct Rig {
 
 impl Rig {
     pub fn start(extra: &str) -> Rig {
+        Rig::start_under(&[], extra)
+    }
+
+    /// [`Rig::start`] with the server run through `wrapper` ([`Server::start_logged_under`]).
+    pub fn start_under(wrapper: &[&str], extra: &str) -> Rig {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = format!(
             "[server]\nhostname = \"mail.example.jp\"\nlogging = 2\n\
@@ -52,7 +57,11 @@ impl Rig {
             dir.path(),
             &["add", "carol@example.jp", "--create-user", CAROL_PASSWORD],
         );
-        let server = Server::start_logged(dir.path());
+        let server = if wrapper.is_empty() {
+            Server::start_logged(dir.path())
+        } else {
+            Server::start_logged_under(dir.path(), wrapper)
+        };
         Rig { dir, server }
     }
 

@@ -23,6 +23,7 @@ mod ad_outage;
 mod crash_safety;
 mod disk_full;
 mod durability_strace;
+mod hostile_connections;
 mod hostile_imap;
 mod hostile_memory;
 mod hostile_pop3;

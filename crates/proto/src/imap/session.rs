@@ -392,6 +392,11 @@ impl Session {
         matches!(self.state, State::Idle(_))
     }
 
+    /// True once LOGIN or AUTHENTICATE succeeded.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
     /// The selected folder, if any.
     pub fn selected(&self) -> Option<&str> {
         self.view.as_ref().map(|v| v.folder.as_str())

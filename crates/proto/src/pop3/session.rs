@@ -339,6 +339,11 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
+    /// True once a login opened the maildrop (the TRANSACTION state).
+    pub fn is_authenticated(&self) -> bool {
+        self.maildrop.is_some()
+    }
+
     /// True when the core will read input now (no request outstanding, not closed).
     pub fn wants_input(&self) -> bool {
         matches!(

@@ -443,6 +443,16 @@ impl Session {
         matches!(self.state, State::Command | State::Sasl(_) | State::Data(_))
     }
 
+    /// True once AUTH succeeded.
+    pub fn is_authenticated(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// True while the client sends a message (inside DATA), where only the DATA timeout applies.
+    pub fn in_data(&self) -> bool {
+        matches!(self.state, State::Data(_))
+    }
+
     /// Octets received and not yet processed.
     pub fn buffered(&self) -> usize {
         self.input.len()
