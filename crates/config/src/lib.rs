@@ -158,8 +158,7 @@ pub struct QuotaConfig {
     pub default_limit: u64,
 }
 
-/// `[outbound]`: mail for other domains. Only routing reads it so far (`dirmail-outbound`);
-/// nothing is sent yet.
+/// `[outbound]`: mail for other domains, read by `dirmail-outbound` (routing and delivery).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundConfig {
     /// The DNS servers asked for MX and A/AAAA records, over UDP and TCP. Empty: the system's
@@ -167,6 +166,10 @@ pub struct OutboundConfig {
     pub dns_servers: Vec<SocketAddr>,
     /// A smarthost: when set, all outbound mail goes there instead of to the MX hosts.
     pub relay_host: Option<RelayHost>,
+    /// The smarthost's account (AUTH PLAIN or LOGIN, only over TLS); only with `relay_host`.
+    pub relay_user: Option<String>,
+    /// Its password, a [`Secret`] so no `Debug` of the configuration can print it.
+    pub relay_password: Option<Secret>,
     pub tls: OutboundTls,
     /// The port of the receiving servers (25; the tests use another).
     pub port: u16,
@@ -512,6 +515,8 @@ struct RawQuota {
 struct RawOutbound {
     dns_servers: Option<Vec<String>>,
     relay_host: Option<String>,
+    relay_user: Option<String>,
+    relay_password: Option<String>,
     tls: Option<OutboundTls>,
     port: Option<u16>,
 }
@@ -623,9 +628,39 @@ impl RawOutbound {
                 parse_relay_host(&text).map_err(|e| format!("outbound.relay_host: {text:?} {e}"))
             })
             .transpose()?;
+        match (&self.relay_user, &self.relay_password) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(
+                    "outbound.relay_user and outbound.relay_password go together: give both or neither"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) if relay_host.is_none() => {
+                return Err("outbound.relay_user needs outbound.relay_host: credentials are only for a smarthost".into());
+            }
+            _ => {}
+        }
+        if let Some(user) = &self.relay_user
+            && (user.is_empty() || user.chars().any(char::is_control))
+        {
+            return Err(
+                "outbound.relay_user must be a non-empty name without control characters".into(),
+            );
+        }
+        if self
+            .relay_password
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || p.chars().any(char::is_control))
+        {
+            return Err(
+                "outbound.relay_password must be non-empty, without control characters".into(),
+            );
+        }
         Ok(OutboundConfig {
             dns_servers,
             relay_host,
+            relay_user: self.relay_user,
+            relay_password: self.relay_password.map(Secret::new),
             tls: self.tls.unwrap_or(OutboundTls::Opportunistic),
             port,
         })
@@ -637,6 +672,8 @@ impl Default for OutboundConfig {
         OutboundConfig {
             dns_servers: Vec::new(),
             relay_host: None,
+            relay_user: None,
+            relay_password: None,
             tls: OutboundTls::Opportunistic,
             port: DEFAULT_OUTBOUND_PORT,
         }
@@ -1194,6 +1231,10 @@ dns_servers = []
 # A smarthost: send all outbound mail to this "host:port" (port 25 when not given) instead of
 # the recipients' MX hosts.
 # relay_host = "smtp.provider.example:587"
+# Its account, if it asks for one (AUTH PLAIN or LOGIN, never before TLS). Keep this file
+# private (chmod 600) when it holds the password.
+# relay_user = "mailer@provider.example"
+# relay_password = "…"
 # "opportunistic": STARTTLS whenever the receiver offers it; "required": never without TLS.
 tls = "opportunistic"
 # The port of the receiving servers (25).
@@ -1445,6 +1486,20 @@ mod tests {
     }
 
     #[test]
+    fn the_smarthost_password_is_a_secret() {
+        let o = outbound(
+            "relay_host = \"h.example:587\"\nrelay_user = \"u@h.example\"\nrelay_password = \"S3cret-relay\"",
+        )
+        .unwrap();
+        assert_eq!(o.relay_user.as_deref(), Some("u@h.example"));
+        assert_eq!(
+            o.relay_password.as_ref().map(Secret::expose),
+            Some("S3cret-relay")
+        );
+        assert!(!format!("{o:?}").contains("S3cret-relay"));
+    }
+
+    #[test]
     fn outbound_mistakes_are_named() {
         for (text, words) in [
             (
@@ -1478,6 +1533,18 @@ mod tests {
             ("relay_host = \"\"", "outbound.relay_host"),
             ("tls = \"maybe\"", "maybe"),
             ("port = 0", "outbound.port cannot be 0"),
+            (
+                "relay_host = \"h.example\"\nrelay_user = \"u\"",
+                "go together",
+            ),
+            (
+                "relay_user = \"u\"\nrelay_password = \"p\"",
+                "needs outbound.relay_host",
+            ),
+            (
+                "relay_host = \"h.example\"\nrelay_user = \"u\"\nrelay_password = \"\"",
+                "outbound.relay_password",
+            ),
             ("prot = 25", "prot"),
         ] {
             let error = outbound(text).expect_err(text);

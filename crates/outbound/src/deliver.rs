@@ -46,6 +46,8 @@ pub struct Settings {
     pub hostname: String,
     pub tls: TlsPolicy,
     pub tls_setup: TlsSetup,
+    /// The smarthost's account (`[outbound] relay_user`/`relay_password`).
+    pub login: Option<client::Login>,
 }
 
 /// One recipient's result of an attempt.
@@ -218,7 +220,7 @@ async fn attempt(
     let config = client::Config {
         hostname: settings.hostname.clone(),
         tls: settings.tls,
-        login: None,
+        login: settings.login.clone(),
     };
     let envelope = Envelope {
         reverse_path: message.reverse_path.to_owned(),

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use dirmail_config::{Config, OutboundTls};
-use dirmail_proto::smtp::client::{Disposition, TlsPolicy};
+use dirmail_proto::smtp::client::{Disposition, Login, TlsPolicy};
 use dirmail_proto::smtp::dsn::{self, Action, MAX_ORIGINAL_HEADERS, Notice};
 use dirmail_store::queue::{Entry, Queue, QueueError, RecipientState};
 use dirmail_store::spool::SpoolFile;
@@ -123,6 +123,13 @@ pub fn start(
             hostname: config.server.hostname.clone(),
             tls: policy,
             tls_setup,
+            login: match (&config.outbound.relay_user, &config.outbound.relay_password) {
+                (Some(user), Some(password)) => Some(Login {
+                    user: user.clone(),
+                    password: password.clone(),
+                }),
+                _ => None,
+            },
         },
         mailboxes,
         connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),

@@ -518,3 +518,78 @@ fn a_sender_killed_between_acceptance_and_delivery_delivers_once_after_restart()
     // Once: nothing more arrives while the sender keeps running (its queue is empty).
     assert_eq!(files(&rx.inbox("alice")).len(), 1);
 }
+
+/// With `[outbound] relay_host`, every message goes to the smarthost instead of the MX hosts
+/// (no DNS is asked), and with `relay_user`/`relay_password` it logs in there, after STARTTLS
+/// only: here the smarthost is a second dirmail's submission port, which refuses mail without
+/// AUTH and AUTH without TLS.
+#[test]
+fn a_smarthost_with_auth_gets_everything_and_a_wrong_password_keeps_the_message_queued() {
+    let smarthost = Scratch::new();
+    smarthost.config(
+        "[server]\nhostname = \"smarthost.test\"\nlisten_address = \"127.0.38.2\"\n\
+         [smtp]\nport = false\nsubmission_port = 0\nsmtps_port = false\nrequire_own_sender = false\n\
+         [pop3]\nport = false\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n",
+    );
+    smarthost.expect(0, &["add", "relay.test"]);
+    for user in ["sender", "alice"] {
+        smarthost.expect(
+            0,
+            &[
+                "add",
+                &format!("{user}@relay.test"),
+                "--create-user",
+                PASSWORD,
+            ],
+        );
+    }
+    let smart = Server::start_logged(smarthost.path());
+    let port = smart.port("submission");
+    let start = |password: &str| {
+        let store = Scratch::new();
+        // The DNS server named here does not exist: a smarthost needs none.
+        store.config(&format!(
+            "[server]\nhostname = \"mail.example.jp\"\n\
+             [smtp]\nport = 0\nsubmission_port = 0\nsmtps_port = false\n\
+             [pop3]\nport = false\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n\
+             [tls]\nplaintext_auth = \"loopback\"\n\
+             [outbound]\ndns_servers = [\"127.0.0.1:9\"]\nrelay_host = \"127.0.38.2:{port}\"\n\
+             relay_user = \"sender@relay.test\"\nrelay_password = \"{password}\"\n\
+             [queue]\nretry = [\"1s\"]\n"
+        ));
+        store.expect(0, &["add", "example.jp"]);
+        store.expect(0, &["add", "bob@example.jp", "--create-user", PASSWORD]);
+        let server = Some(Server::start_logged(store.path()));
+        Sender { store, server }
+    };
+    let tx = start(PASSWORD);
+    tx.submit(&["alice@relay.test"], "via-smarthost");
+    let inbox = smarthost.mailroot().join("relay.test/alice/new");
+    let got = arrived(&inbox, 1, || tx.server().log());
+    assert!(got[0].contains("Subject: via-smarthost"), "{}", got[0]);
+    let log = smart.log();
+    assert!(
+        log.contains("smtp login") && log.contains("sender@relay.test"),
+        "the smarthost saw the login:\n{log}"
+    );
+    assert!(
+        !tx.server().log().contains(PASSWORD),
+        "no password in the sender's log"
+    );
+
+    // A wrong password is this server's configuration fault: the message waits, no bounce.
+    let wrong = start("Not-the-password1");
+    wrong.submit(&["alice@relay.test"], "refused-login");
+    let deadline = Instant::now() + ARRIVE_WITHIN;
+    while !wrong.server().log().contains("535") {
+        assert!(
+            Instant::now() < deadline,
+            "no refused login in the log:\n{}",
+            wrong.server().log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(wrong.queued(), 1, "kept for a retry");
+    assert!(files(&wrong.inbox("bob")).is_empty(), "no bounce");
+    assert_eq!(files(&inbox).len(), 1);
+}
