@@ -35,7 +35,11 @@ pub struct Message<'a> {
     pub queue_id: &'a str,
     pub path: &'a Path,
     pub reverse_path: &'a str,
+    /// The message's size as queued, without `prefix`.
     pub size: u64,
+    /// Header fields sent before the queued file: the DKIM signatures (`dkim.rs`), made once
+    /// per attempt.
+    pub prefix: &'a [u8],
     pub eight_bit: bool,
     pub utf8_headers: bool,
 }
@@ -225,7 +229,7 @@ async fn attempt(
     let envelope = Envelope {
         reverse_path: message.reverse_path.to_owned(),
         recipients,
-        size: message.size,
+        size: message.size + message.prefix.len() as u64,
         eight_bit: message.eight_bit,
         utf8_headers: message.utf8_headers,
     };
@@ -267,7 +271,7 @@ async fn attempt(
                         client.tls_failed();
                     }
                 },
-                Event::SendBody => match send_body(&mut io, message.path).await {
+                Event::SendBody => match send_body(&mut io, message.prefix, message.path).await {
                     Ok(()) => client.body_sent(),
                     Err(e) => {
                         tracing::info!(
@@ -337,12 +341,20 @@ async fn handshake(
     }
 }
 
-/// Streams the queued message through the dot-stuffing encoder, then the final `.`.
-async fn send_body(io: &mut Option<Box<dyn Io>>, path: &Path) -> std::io::Result<()> {
+/// Streams `prefix` and the queued message through the dot-stuffing encoder, then the final `.`.
+async fn send_body(
+    io: &mut Option<Box<dyn Io>>,
+    prefix: &[u8],
+    path: &Path,
+) -> std::io::Result<()> {
     let mut file = tokio::fs::File::open(path).await?;
     let mut encoder = BodyEncoder::new();
     let mut chunk = vec![0u8; BODY_CHUNK];
     let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 8 + 8);
+    if !prefix.is_empty() {
+        encoder.encode(prefix, &mut out);
+        write(io, &out, client::DATA_BLOCK_TIMEOUT).await?;
+    }
     loop {
         let n = file.read(&mut chunk).await?;
         if n == 0 {

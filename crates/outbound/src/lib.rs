@@ -8,6 +8,7 @@
 //! the queue: retries, expiry, notifications.
 
 pub mod deliver;
+pub mod dkim;
 pub mod dns;
 pub mod route;
 pub mod runner;

@@ -76,6 +76,8 @@ impl QueueHandle {
 struct Context {
     queue: Queue,
     mailroot: PathBuf,
+    /// Where the DKIM keys are (`dirmail_store::dkim_keys`).
+    data_dir: PathBuf,
     hostname: String,
     retry: Vec<Duration>,
     max_age: Duration,
@@ -114,6 +116,7 @@ pub fn start(
     let context = Arc::new(Context {
         queue,
         mailroot: config.store.mailroot.clone(),
+        data_dir: config.store.data_dir.clone(),
         hostname: config.server.hostname.clone(),
         retry: config.queue.retry.clone(),
         max_age: config.queue.max_age,
@@ -457,9 +460,19 @@ async fn attempt_all(
             return results;
         }
     };
+    // Signed once per attempt, for all its domains: a key added or removed since the message
+    // was queued is used or not at the next attempt, and the queue keeps no signature.
+    let signatures = {
+        let (data_dir, path, id) = (context.data_dir.clone(), path.to_owned(), entry.id.clone());
+        tokio::task::spawn_blocking(move || crate::dkim::sign_file(&data_dir, &path, &id))
+            .await
+            .unwrap_or_default()
+    };
+    let signatures = Arc::new(signatures);
     let mut groups = JoinSet::new();
     for (domain, addresses) in remote {
         let context = Arc::clone(context);
+        let signatures = Arc::clone(&signatures);
         let (path, reverse_path, id) = (
             path.to_owned(),
             entry.reverse_path.clone(),
@@ -484,6 +497,7 @@ async fn attempt_all(
                 path: &path,
                 reverse_path: &reverse_path,
                 size,
+                prefix: &signatures,
                 eight_bit: content.eight_bit,
                 utf8_headers: content.utf8_headers,
             };

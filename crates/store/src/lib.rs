@@ -3,6 +3,7 @@
 //! Every rule check runs in the same `BEGIN IMMEDIATE` transaction as the change it guards, so
 //! two administrators racing cannot both slip past a rule (R2, R3, R9).
 
+pub mod dkim_keys;
 pub mod folders;
 pub mod maildir;
 pub mod queue;

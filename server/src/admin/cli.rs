@@ -118,6 +118,11 @@ pub enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// DKIM keys for signing outbound mail of a local domain, and their DNS records.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
     /// Run the mail server (SMTP, submission, POP3, with TLS) until Ctrl-C or SIGTERM.
     Serve,
     /// Write a commented dirmail.toml and create an empty store.
@@ -193,6 +198,40 @@ pub enum QueueCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DkimCommand {
+    /// Make a key for DOMAIN (a local domain) and print the TXT record to publish; mail whose
+    /// From is at DOMAIN is signed with it from then on.
+    Generate {
+        domain: String,
+        /// The record's name is SELECTOR._domainkey.DOMAIN.
+        #[arg(long, default_value = dirmail_outbound::dkim::DEFAULT_SELECTOR)]
+        selector: String,
+        /// rsa (2048 bits, what every verifier knows) or ed25519 (RFC 8463, not yet verified
+        /// everywhere: make both, under two selectors, to sign with both).
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: DkimAlgorithm,
+        /// Replace an existing key of the same selector.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the TXT records of DOMAIN's keys.
+    Show { domain: String },
+    /// Delete DOMAIN's key of SELECTOR, or all of them.
+    #[command(visible_alias = "del")]
+    Delete {
+        domain: String,
+        #[arg(long)]
+        selector: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Check LOGIN (name@domain, or a bare name, R8) and PASSWORD (read from standard input when
     /// omitted, so it stays out of the process list).
@@ -220,6 +259,7 @@ const VERBS: &[&str] = &[
     "auth",
     "secret",
     "queue",
+    "dkim",
     "init",
     "serve",
 ];

@@ -10,6 +10,7 @@ pub mod auth_test;
 pub mod changepwd;
 pub mod cli;
 pub mod delete;
+pub mod dkim;
 pub mod init;
 pub mod list;
 pub mod lock;
@@ -276,6 +277,7 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         Command::Auth { command } => auth_test::run(&ctx, command),
         Command::Secret { command } => secret::run(&mut ctx, command),
         Command::Queue { command } => queue::run(&ctx, command),
+        Command::Dkim { command } => dkim::run(&ctx, command),
         // Both are handled before a store is opened for an administrative command.
         Command::Init { .. } | Command::Serve => Err(AdminError::Usage(
             "init and serve do not run as administrative commands".into(),
