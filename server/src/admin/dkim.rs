@@ -32,6 +32,8 @@ pub fn run(ctx: &Context, command: DkimCommand) -> Result<Outcome, AdminError> {
             };
             let pem = dkim::generate(algorithm).map_err(AdminError::Failed)?;
             let record = dkim::txt_record(&domain, &selector, &pem).map_err(AdminError::Failed)?;
+            let (_, public) = dkim::public_key(&pem).map_err(AdminError::Failed)?;
+            let value = dkim::txt_value(algorithm, &public);
             match dkim_keys::write(&data_dir, &domain, &selector, &pem, force)? {
                 Written::Written => {}
                 Written::Exists => {
@@ -45,7 +47,7 @@ pub fn run(ctx: &Context, command: DkimCommand) -> Result<Outcome, AdminError> {
                     "DKIM key made for {domain} (selector {selector}, {}); mail from {domain} is signed with it from now on. Publish this record:\n{record}",
                     algorithm.tag()
                 ),
-                json!({ "domain": domain, "selector": selector, "algorithm": algorithm.tag(), "record": record }),
+                json!({ "domain": domain, "selector": selector, "algorithm": algorithm.tag(), "record": record, "name": format!("{selector}._domainkey.{domain}"), "value": value }),
             ))
         }
         DkimCommand::Show { domain } => {

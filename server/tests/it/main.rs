@@ -22,6 +22,7 @@ mod ad_directory;
 mod ad_outage;
 mod crash_safety;
 mod disk_full;
+mod dkim;
 mod durability_strace;
 mod hostile_connections;
 mod hostile_imap;
