@@ -35,8 +35,9 @@ struct Args {
     /// Keep the temporary directory (stores, logs of every server).
     #[arg(long)]
     keep: bool,
-    /// Run one stage only: `local` (SMTP, POP3, IMAP, idle connections) or `ad`.
-    #[arg(long, value_parser = ["local", "ad"])]
+    /// Run one stage only: `local` (SMTP, POP3, IMAP, idle connections), `queue` (the
+    /// outbound queue into smtp-sink, beside Postfix relaying) or `ad`.
+    #[arg(long, value_parser = ["local", "queue", "ad"])]
     only: Option<String>,
 }
 
@@ -62,9 +63,10 @@ fn main() -> ExitCode {
         out: args.out.clone(),
         mode,
         peers: !args.no_peers,
-        ad: !args.no_ad && args.only.as_deref() != Some("local"),
+        ad: !args.no_ad && matches!(args.only.as_deref(), None | Some("ad")),
         keep: args.keep,
-        local: args.only.as_deref() != Some("ad"),
+        local: matches!(args.only.as_deref(), None | Some("local")),
+        queue: matches!(args.only.as_deref(), None | Some("queue")),
     };
     match plan::run(options).and_then(|report| {
         report.write(&args.out)?;

@@ -21,6 +21,7 @@ use crate::peers::dovecot::{Accounts, Dovecot, Tuning};
 use crate::peers::postfix::Postfix;
 use crate::peers::{self, install};
 use crate::probe;
+use crate::process::free_ports;
 use crate::procfs;
 use crate::report::{Cell, Machine, Report, Row, SmtpSource, Target};
 use crate::smtp::{self, Dialect};
@@ -58,6 +59,8 @@ struct Sizes {
     ad: usize,
     idle: usize,
     smtp_source: usize,
+    /// Messages through the outbound queue into smtp-sink (dirmail, then Postfix relaying).
+    queue: usize,
     /// Messages already in the mailbox for the large-mailbox check, and deliveries into it.
     big_mailbox: (usize, usize),
     fsync_each: Duration,
@@ -75,6 +78,7 @@ impl Sizes {
                 ad: 0,
                 idle: 100,
                 smtp_source: 0,
+                queue: 8,
                 big_mailbox: (0, 0),
                 fsync_each: Duration::from_millis(200),
             },
@@ -87,6 +91,7 @@ impl Sizes {
                 ad: 320,
                 idle: 10_000,
                 smtp_source: 500,
+                queue: 1000,
                 big_mailbox: (10_000, 100),
                 fsync_each: Duration::from_secs(1),
             },
@@ -99,6 +104,7 @@ impl Sizes {
                 ad: 2000,
                 idle: 10_000,
                 smtp_source: 4000,
+                queue: 4000,
                 big_mailbox: (10_000, 500),
                 fsync_each: Duration::from_secs(3),
             },
@@ -118,6 +124,8 @@ pub struct Options {
     pub keep: bool,
     /// Run the local-accounts stage (SMTP, POP3, IMAP, idle connections).
     pub local: bool,
+    /// Run the outbound queue stage (dirmail and Postfix into smtp-sink).
+    pub queue: bool,
 }
 
 const DOMAIN: &str = "example.jp";
@@ -140,6 +148,12 @@ fn password(address: &str) -> String {
     format!("Bench-{name}-Passw0rd")
 }
 const SOURCE: &str = "source@example.jp";
+/// Who submits the queue row's messages, and the outside domain they go to.
+const SUBMITTER: &str = "submitter@example.jp";
+const REMOTE: &str = "remote.test";
+const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+/// smtp-sink's own loopback address (its MX in the test DNS, Postfix's relayhost).
+const SINK_IP: [u8; 4] = [127, 0, 41, 2];
 const BIG: &str = "big@example.jp";
 
 /// The rows of the table, filled in stage by stage.
@@ -151,6 +165,7 @@ struct Rows {
     pop3s: Row,
     imap: Row,
     ad: Row,
+    queue: Row,
 }
 
 impl Rows {
@@ -217,6 +232,13 @@ impl Rows {
                 "Dovecot (tuned), LDAP auth_bind",
                 Some(Target::Ratio { ratio: 1.0 }),
             ),
+            queue: row(
+                "Queue throughput: submission (AUTH) → queue → MX (smtp-sink), 4 KiB, 16 connections",
+                "Queue → smtp-sink vs Postfix relay",
+                "msg/s",
+                "Postfix relayhost → the same smtp-sink",
+                None,
+            ),
         }
     }
 
@@ -241,6 +263,7 @@ impl Rows {
             self.pop3s,
             self.imap,
             self.ad,
+            self.queue,
         ]
     }
 }
@@ -295,7 +318,10 @@ pub fn run(opts: Options) -> Result<Report> {
         opts.ad = false;
     }
     let mut wanted: Vec<&str> = Vec::new();
-    if opts.peers || opts.ad {
+    if opts.peers && !opts.local && !opts.ad {
+        // The queue stage alone needs Postfix (and its smtp-sink) only.
+        wanted.push("postfix");
+    } else if opts.peers || opts.ad {
         // Dovecot's auth_bind row needs Dovecot even without the other peer rows.
         wanted.extend(install::PEERS);
     }
@@ -360,9 +386,9 @@ pub fn run(opts: Options) -> Result<Report> {
         }
     };
     if !bench.opts.local {
-        bench.peers_not_measured("not run (--only ad)");
+        bench.peers_not_measured("not run (--only)");
         for row in bench.rows.local_stage() {
-            row.dirmail = Cell::not_measured("not run (--only ad)");
+            row.dirmail = Cell::not_measured("not run (--only)");
         }
     } else if let Err(e) = bench.local_accounts() {
         bench
@@ -373,6 +399,18 @@ pub fn run(opts: Options) -> Result<Report> {
             fail_unrun(&mut row.dirmail, &e);
         }
     }
+    if bench.opts.queue {
+        if let Err(e) = bench.queue_throughput() {
+            bench
+                .notes
+                .push(format!("The queue stage stopped early: {e:#}"));
+            fail_unrun(&mut bench.rows.queue.dirmail, &e);
+        }
+    } else {
+        let why = Cell::not_measured("not run (--only)");
+        bench.rows.queue.dirmail = why.clone();
+        bench.rows.queue.peer = why;
+    }
     if bench.opts.ad && bench.sizes.ad > 0 {
         if let Err(e) = bench.active_directory() {
             bench
@@ -381,7 +419,7 @@ pub fn run(opts: Options) -> Result<Report> {
             fail_unrun(&mut bench.rows.ad.dirmail, &e);
         }
     } else {
-        let why = Cell::not_measured("not run (--no-ad, --only local, smoke run, or not root)");
+        let why = Cell::not_measured("not run (--no-ad, --only, smoke run, or not root)");
         bench.rows.ad.dirmail = why.clone();
         bench.rows.ad.peer = why;
     }
@@ -1127,6 +1165,151 @@ impl Bench {
         }
     }
 
+    /// Outbound queue throughput: N messages submitted to dirmail (AUTH) for an outside domain
+    /// whose MX (the test DNS, dnsmasq) is Postfix's `smtp-sink` on a loopback address of its
+    /// own, timed from the first connection until the sink has them all; then the same load
+    /// into a Postfix that relays everything to the same sink (`relayhost`), timed the same
+    /// way. Without smtp-sink (no Postfix package: a smoke run on a bare machine) the row says
+    /// so and is not a failure.
+    fn queue_throughput(&mut self) -> Result<()> {
+        if !Path::new(SMTP_SINK).exists() {
+            let why = Cell::not_measured("smtp-sink is not installed (Debian's postfix)");
+            self.rows.queue.dirmail = why.clone();
+            self.rows.queue.peer = why;
+            return Ok(());
+        }
+        eprintln!("bench: the outbound queue into smtp-sink");
+        let dir = self.work.join("queue");
+        let sink = Sink::start(&dir.join("sink"))?;
+        let dns = dns_fixture::DnsServer::start(
+            &dns_fixture::Records::new()
+                .local_domain("test")
+                .mx(REMOTE, &format!("mx.{REMOTE}"), 10)
+                .host(&format!("mx.{REMOTE}"), &[sink.addr.ip()]),
+        )
+        .context("the test DNS (dnsmasq) did not start")?;
+        let store = Store::create(
+            &self.opts.dirmail,
+            &dir.join("dirmail"),
+            &format!(
+                "[outbound]\ndns_servers = [\"{}\"]\nport = {}\n[queue]\nretry = [\"1s\"]\n",
+                dns.addr(),
+                sink.addr.port()
+            ),
+        )?;
+        store.admin(&["add", DOMAIN])?;
+        store.admin(&["add", SUBMITTER, "--create-user", &password(SUBMITTER)])?;
+        let server = store.serve()?;
+        let smtp = Endpoint::plain(server.addr("smtp")?);
+        let pid = server.pid();
+        let dirmail_cpu = move || Some(procfs::cpu(&[pid]));
+        let count = || sink.received();
+        let postfix = if self.opts.peers {
+            let started = free_ports(1).and_then(|ports| {
+                Postfix::start_with(
+                    &dir.join("postfix"),
+                    ports[0],
+                    // No LMTP here: everything goes to the relay host.
+                    ports[0],
+                    DOMAIN,
+                    &[],
+                    &format!(
+                        "virtual_mailbox_domains =\nrelayhost = [{}]:{}\n",
+                        sink.addr.ip(),
+                        sink.addr.port()
+                    ),
+                )
+            });
+            match started {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.rows.queue.peer = Cell::failed(&e);
+                    None
+                }
+            }
+        } else {
+            self.rows.queue.peer =
+                Cell::not_measured("not run (--no-peers, smoke run, or not root)");
+            None
+        };
+        let ops = self.sizes.queue;
+        // One message per connection for the warm-up (their logins), no more than the load.
+        let warm = CLIENTS.min(ops);
+        let mut ours = |n| self.queue_round("dirmail", &smtp, true, n, &count, &dirmail_cpu);
+        let tallies = match &postfix {
+            Some(p) => {
+                let endpoint = Endpoint::plain(p.smtp);
+                let master = p.master_pid().unwrap_or(0);
+                let postfix_cpu = move || Some(procfs::cpu(&[master]));
+                let mut theirs =
+                    |n| self.queue_round("Postfix", &endpoint, false, n, &count, &postfix_cpu);
+                compare(ops, warm, self.rounds(), &mut [&mut ours, &mut theirs])
+            }
+            None => compare(ops, warm, self.rounds(), &mut [&mut ours]),
+        };
+        let mut it = tallies.into_iter();
+        if let Some(t) = it.next() {
+            self.rows.queue.dirmail = t.cell();
+        }
+        if let Some(t) = it.next() {
+            self.rows.queue.peer = t.cell();
+        }
+        self.rows.queue.note = Some(format!(
+            "Timed from the first connection until smtp-sink ({}) held every message; dirmail \
+             finds it through MX records of a dnsmasq, Postfix through `relayhost`.",
+            sink.addr
+        ));
+        Ok(())
+    }
+
+    /// One round of the queue row: `ops` messages to `REMOTE` over 16 connections (logged in
+    /// with AUTH PLAIN when `login`), then the wait until the sink has them all.
+    fn queue_round(
+        &self,
+        server: &str,
+        endpoint: &Endpoint,
+        login: bool,
+        ops: usize,
+        count: &dyn Fn() -> usize,
+        cpu: Clock<'_>,
+    ) -> Result<Part> {
+        let before = count();
+        metered(cpu, None, || {
+            let spec = Spec {
+                label: format!("{server}: queue → smtp-sink"),
+                concurrency: CLIENTS,
+                ops,
+            };
+            let message = Arc::clone(&self.message);
+            let mut outcome = load::run(&self.rt, &spec, |worker, mut tickets| {
+                let endpoint = endpoint.clone();
+                let message = Arc::clone(&message);
+                async move {
+                    let mut client = smtp::Client::connect(&endpoint, Dialect::Smtp).await?;
+                    if login {
+                        client.login(SUBMITTER, &password(SUBMITTER)).await?;
+                    }
+                    while let Some(n) = tickets.take() {
+                        let started = Instant::now();
+                        let to = format!("r{}@{REMOTE}", (worker + n) % CLIENTS);
+                        tokio::time::timeout(
+                            load::OP_TIMEOUT,
+                            client.send(SUBMITTER, &to, &message),
+                        )
+                        .await
+                        .context("a submission took longer than a minute")??;
+                        tickets.done(started);
+                    }
+                    client.quit().await?;
+                    Ok(tickets)
+                }
+            })?;
+            outcome.elapsed += wait_for_count(count, before + ops, Duration::from_secs(300))
+                .with_context(|| format!("waiting for {server}'s messages to reach smtp-sink"))?;
+            Ok(outcome)
+        })
+    }
+
     fn peers_not_measured(&mut self, why: &str) {
         for row in self.rows.local_stage() {
             row.peer = Cell::not_measured(why);
@@ -1340,4 +1523,56 @@ fn now_text() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Postfix's `smtp-sink` on `SINK_IP`, writing each message it accepts to a file of its own
+/// (`-d`), so that what arrived can be counted; stopped (by its pid) when dropped.
+struct Sink {
+    child: std::process::Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Sink {
+    fn start(dir: &Path) -> Result<Sink> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_ports(1)?[0];
+        let addr = SocketAddr::from((SINK_IP, port));
+        let mut command = Command::new(SMTP_SINK);
+        if rustix::process::geteuid().is_root() {
+            // As root it must drop to a user, who then writes the files.
+            let (uid, gid) = crate::process::user_ids("postfix")?;
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+            command.args(["-u", "postfix"]);
+        }
+        // `-d TEMPLATE`: one file per message, named by the template and a random suffix.
+        let child = command
+            .arg("-d")
+            .arg(format!("{}/m.", dir.display()))
+            .arg(addr.to_string())
+            .arg("1024")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot run {SMTP_SINK}"))?;
+        let sink = Sink {
+            child,
+            dir: dir.to_owned(),
+            addr,
+        };
+        if !crate::process::wait_listening(addr, Duration::from_secs(10)) {
+            bail!("smtp-sink did not listen on {addr} within 10 s");
+        }
+        Ok(sink)
+    }
+
+    /// Messages written so far.
+    fn received(&self) -> usize {
+        std::fs::read_dir(&self.dir).map_or(0, |entries| entries.count())
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        crate::process::terminate(&mut self.child, Duration::from_secs(5));
+    }
 }

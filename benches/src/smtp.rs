@@ -52,6 +52,15 @@ impl Client {
         Ok(())
     }
 
+    /// AUTH PLAIN (RFC 4954) with `user` and `password`, as a submission client logs in.
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<()> {
+        let token = base64(format!("\0{user}\0{password}").as_bytes());
+        self.conn
+            .send(format!("AUTH PLAIN {token}\r\n").as_bytes())
+            .await?;
+        self.expect(b'2', "AUTH").await
+    }
+
     pub async fn quit(mut self) -> Result<()> {
         self.conn.send(b"QUIT\r\n").await?;
         self.expect(b'2', "QUIT").await?;
@@ -106,6 +115,28 @@ Content-Type: text/plain; charset=us-ascii\r\n\r\n"
     text
 }
 
+/// Standard base64 with padding (RFC 4648), for AUTH PLAIN's one short token.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +152,14 @@ mod tests {
                 assert!(line.is_empty() || line.ends_with(b"\r"));
             }
         }
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 }

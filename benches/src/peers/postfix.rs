@@ -33,6 +33,19 @@ impl Postfix {
         domain: &str,
         recipients: &[String],
     ) -> Result<Postfix> {
+        Postfix::start_with(dir, smtp_port, lmtp_port, domain, recipients, "")
+    }
+
+    /// The same, with `extra` appended to main.cf (a later line overrides an earlier one):
+    /// `relayhost = [addr]:port` makes it relay everything from loopback there.
+    pub fn start_with(
+        dir: &Path,
+        smtp_port: u16,
+        lmtp_port: u16,
+        domain: &str,
+        recipients: &[String],
+        extra: &str,
+    ) -> Result<Postfix> {
         for sub in ["etc", "queue", "data", "log"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -46,7 +59,10 @@ impl Postfix {
             ("LMTP_PORT", &lmtp_port.to_string()),
             ("SMTP_PORT", &smtp_port.to_string()),
         ];
-        std::fs::write(dir.join("etc/main.cf"), render(MAIN_CF, &vars))?;
+        std::fs::write(
+            dir.join("etc/main.cf"),
+            format!("{}{extra}", render(MAIN_CF, &vars)),
+        )?;
         std::fs::write(dir.join("etc/master.cf"), render(MASTER_CF, &vars))?;
         let map: String = recipients.iter().map(|r| format!("{r} ok\n")).collect();
         std::fs::write(dir.join("etc/vmailbox"), map)?;

@@ -36,6 +36,7 @@ mod imap_imaplib;
 mod input_budget;
 mod mail_secret;
 mod outbound;
+mod outbound_postfix;
 mod queue_admin;
 mod races;
 mod readme_e2e;
