@@ -260,7 +260,12 @@ impl Session {
     /// `tls` is true on the implicit-TLS port (993). The peer address is the driver's to log.
     pub fn new(config: Config, _peer: IpAddr, tls: bool, now: Instant) -> Self {
         // Not logged in yet: only the small frame a login needs.
-        let frag = Fragmentizer::new(PRE_LOGIN_MAX_FRAME);
+        let frag = Fragmentizer::new(
+            config
+                .max_message_size
+                .saturating_add(64 * 1024)
+                .min(PRE_LOGIN_MAX_FRAME),
+        );
         Session {
             config,
             tls,
@@ -824,19 +829,20 @@ impl Session {
     /// The largest command the framer holds: one login before login, then APPEND's message and
     /// room for the command around it.
     fn max_frame(&self) -> u32 {
+        let logged_in = self.config.max_message_size.saturating_add(64 * 1024);
         if self.authenticated {
-            self.config.max_message_size.saturating_add(64 * 1024)
+            logged_in
         } else {
-            PRE_LOGIN_MAX_FRAME
+            logged_in.min(PRE_LOGIN_MAX_FRAME)
         }
     }
 
-    /// The largest literal agreed to now.
+    /// The largest literal agreed to now: never more before login than after it.
     fn max_literal(&self) -> u32 {
         if self.authenticated {
             self.config.max_message_size
         } else {
-            PRE_LOGIN_MAX_FRAME
+            self.config.max_message_size.min(PRE_LOGIN_MAX_FRAME)
         }
     }
 }

@@ -630,6 +630,11 @@ fn before_login_a_command_is_no_larger_than_a_login() {
         assert!(held <= session::PRE_LOGIN_MAX_FRAME as usize, "{held} held");
     }
     h.send("\r\na4 NOOP").has("BAD").ends("a4 OK");
+    // Never more before login than after: with a 100-octet message limit, 200 is too big.
+    let mut small = Config::new("mail.example.jp");
+    small.max_message_size = 100;
+    let mut h = Harness::with(small, true);
+    h.send("a1 APPEND INBOX {200}").ends("a1 NO [TOOBIG]");
     // Logged in, APPEND may bring the configured message size.
     let mut h = Harness::with(Config::new("mail.example.jp"), true);
     h.send("a0 LOGIN user@example.jp secret").ends("a0 OK");
