@@ -260,12 +260,7 @@ impl Session {
     /// `tls` is true on the implicit-TLS port (993). The peer address is the driver's to log.
     pub fn new(config: Config, _peer: IpAddr, tls: bool, now: Instant) -> Self {
         // Not logged in yet: only the small frame a login needs.
-        let frag = Fragmentizer::new(
-            config
-                .max_message_size
-                .saturating_add(64 * 1024)
-                .min(PRE_LOGIN_MAX_FRAME),
-        );
+        let frag = Fragmentizer::new(frame_bound(&config, false));
         Session {
             config,
             tls,
@@ -825,16 +820,21 @@ impl Session {
 /// the server hold a whole message's worth (`max_message_size`) per connection.
 pub const PRE_LOGIN_MAX_FRAME: u32 = 16 * 1024;
 
+/// The largest command the framer holds under `config`, before login or after it.
+fn frame_bound(config: &Config, logged_in: bool) -> u32 {
+    let after = config.max_message_size.saturating_add(64 * 1024);
+    if logged_in {
+        after
+    } else {
+        after.min(PRE_LOGIN_MAX_FRAME)
+    }
+}
+
 impl Session {
     /// The largest command the framer holds: one login before login, then APPEND's message and
     /// room for the command around it.
     fn max_frame(&self) -> u32 {
-        let logged_in = self.config.max_message_size.saturating_add(64 * 1024);
-        if self.authenticated {
-            logged_in
-        } else {
-            logged_in.min(PRE_LOGIN_MAX_FRAME)
-        }
+        frame_bound(&self.config, self.authenticated)
     }
 
     /// The largest literal agreed to now: never more before login than after it.
