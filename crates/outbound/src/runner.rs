@@ -1,6 +1,6 @@
 //! The queue runner inside `serve`: delivers what the outbound queue holds, retries on the
 //! `[queue] retry` schedule, gives up after `max_age`, sends the notifications (RFC 3464) and
-//! removes finished entries (docs/spec.md, "Outbound: the queue and delivery").
+//! removes finished entries (docs/spec.md §11.3).
 //!
 //! In memory it keeps only each entry's id and next due time; an entry is loaded from its
 //! envelope file when it is worked on, and saved (replaced whole, fsynced) after each attempt.
@@ -40,6 +40,9 @@ pub const MAX_PER_DESTINATION: usize = 4;
 /// The queue directory is read again this often, to see what another process changed (the
 /// `dirmail queue` commands).
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the runner looks whether the administration tool nudged it (`Queue::nudge`): one
+/// `stat` of one file, so a `queue retry` takes effect within this.
+pub const NUDGE_CHECK: Duration = Duration::from_secs(1);
 
 /// The server's own mailboxes, as the runner needs them. Blocking: called off the async threads.
 pub trait Mailboxes: Send + Sync + 'static {
@@ -194,6 +197,8 @@ async fn run(
     let mut schedule = Schedule::default();
     let mut workers: JoinSet<(String, Option<i64>)> = JoinSet::new();
     let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+    let mut nudge_check = tokio::time::interval(NUDGE_CHECK);
+    let mut nudged = context.queue.nudged_at();
     loop {
         while workers.len() < MAX_ENTRIES_AT_ONCE {
             let Some(id) = schedule.take_due(now()) else {
@@ -223,6 +228,13 @@ async fn run(
                 }
             }
             _ = rescan.tick() => scan(&context, &mut schedule).await,
+            _ = nudge_check.tick() => {
+                let now_nudged = context.queue.nudged_at();
+                if now_nudged != nudged {
+                    nudged = now_nudged;
+                    scan(&context, &mut schedule).await;
+                }
+            }
             () = tokio::time::sleep(wait) => {}
         }
     }
