@@ -46,8 +46,9 @@ pub const NUDGE_CHECK: Duration = Duration::from_secs(1);
 
 /// The server's own mailboxes, as the runner needs them. Blocking: called off the async threads.
 pub trait Mailboxes: Send + Sync + 'static {
-    /// Delivers the message at `message` to `address` when it is a local address.
-    fn deliver_local(&self, address: &str, message: &Path) -> LocalDelivery;
+    /// Delivers the message at `message` to `address` when it is a local address; an alias's
+    /// outside targets are queued again with `reverse_path` (empty: the null sender).
+    fn deliver_local(&self, address: &str, reverse_path: &str, message: &Path) -> LocalDelivery;
 }
 
 /// What [`Mailboxes::deliver_local`] did.
@@ -421,10 +422,11 @@ async fn attempt_all(
         };
         let address = recipient.address.clone();
         let mailboxes = Arc::clone(&context.mailboxes);
-        let (who, file) = (address.clone(), path.to_owned());
-        let local = tokio::task::spawn_blocking(move || mailboxes.deliver_local(&who, &file))
-            .await
-            .unwrap_or_else(|e| LocalDelivery::Failed(format!("451 4.3.0 {e}")));
+        let (who, from, file) = (address.clone(), entry.reverse_path.clone(), path.to_owned());
+        let local =
+            tokio::task::spawn_blocking(move || mailboxes.deliver_local(&who, &from, &file))
+                .await
+                .unwrap_or_else(|e| LocalDelivery::Failed(format!("451 4.3.0 {e}")));
         let host = Some(format!("{} (local)", context.hostname));
         let decided = |disposition, reply: String| Attempt {
             address: address.clone(),

@@ -3,6 +3,7 @@
 //! Every rule check runs in the same `BEGIN IMMEDIATE` transaction as the change it guards, so
 //! two administrators racing cannot both slip past a rule (R2, R3, R9).
 
+pub mod aliases;
 pub mod dkim_keys;
 pub mod folders;
 pub mod maildir;
@@ -375,26 +376,6 @@ pub fn first_mailbox_of(
             mailbox_row,
         )
         .optional()?)
-}
-
-/// The mailbox that receives `postmaster@` this domain: reads the facts R12 decides on (the
-/// administrator mailbox, if set and still there, and the first mailbox created).
-pub fn postmaster_of(
-    conn: &Connection,
-    domain: &DomainRow,
-) -> Result<Option<MailboxRow>, StoreError> {
-    let admin = match &domain.admin_mailbox {
-        Some(admin) => find_mailbox(
-            conn,
-            &Address {
-                name: MailboxName::unvalidated(admin.clone()),
-                domain: domain.name.clone(),
-            },
-        )?,
-        None => None,
-    };
-    let first = first_mailbox_of(conn, domain.id)?;
-    Ok(dirmail_rules::r12_postmaster(admin, first))
 }
 
 /// R22: marks a mailbox as having its Active Directory user.

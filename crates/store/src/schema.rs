@@ -51,4 +51,23 @@ pub const MIGRATIONS: &[&str] = &[
         ciphertext BLOB NOT NULL
     );
     "#,
+    // 4: addresses that are not mailboxes (R28): aliases, the catch-all (`name` ''), and a
+    // postmaster pointed somewhere (R12). A target is an address: a local mailbox or alias in
+    // lower case, or an outside address with its local part as written.
+    r#"
+    CREATE TABLE aliases (
+        id         INTEGER PRIMARY KEY,
+        domain_id  INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (domain_id, name)
+    );
+    CREATE TABLE alias_targets (
+        alias_id INTEGER NOT NULL REFERENCES aliases(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        target   TEXT NOT NULL,
+        PRIMARY KEY (alias_id, target)
+    );
+    CREATE INDEX alias_targets_by_target ON alias_targets(target);
+    "#,
 ];
