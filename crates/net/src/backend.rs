@@ -405,10 +405,12 @@ impl dirmail_outbound::Mailboxes for Backend {
             );
         }
         if !destinations.outside.is_empty() {
-            // A new entry, found by the runner at its next scan of the queue.
+            // A new entry; the nudge has the runner read the queue within a second (it is
+            // the runner that called, so it cannot be told through its own channel here).
             if let Err(e) = self.enqueue(&spool, reverse_path, &destinations.outside) {
                 return LocalDelivery::Failed(format!("451 4.3.0 {e}"));
             }
+            self.queue.nudge();
         }
         if destinations.mailboxes.is_empty() {
             return LocalDelivery::Delivered;
