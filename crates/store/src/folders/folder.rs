@@ -181,19 +181,24 @@ impl Folder {
         found.sort_by_cached_key(|f| arrival_key(&f.unique));
 
         let unknown = found.iter().any(|f| !self.index.contains_key(&f.unique));
+        // A list made here is written even when the folder is empty: its UIDVALIDITY must be
+        // the one every later SELECT, STATUS and COPYUID sees.
+        let mut changed = false;
         let mut list = if unknown || reload || self.uidvalidity == 0 {
             Some(match uidlist::read(&self.dir)? {
                 Some(list) => list,
-                None => UidList {
-                    uidvalidity: self.store.next_uidvalidity()?,
-                    uidnext: 1,
-                    known: HashMap::new(),
-                },
+                None => {
+                    changed = true;
+                    UidList {
+                        uidvalidity: self.store.next_uidvalidity()?,
+                        uidnext: 1,
+                        known: HashMap::new(),
+                    }
+                }
             })
         } else {
             None
         };
-        let mut changed = false;
         let mut previous: HashMap<String, Entry> = std::mem::take(&mut self.entries)
             .into_iter()
             .map(|e| (e.unique.clone(), e))

@@ -239,3 +239,29 @@ fn a_lost_uidlist_starts_a_new_uidvalidity() {
     assert_ne!(a.uidvalidity(), b.uidvalidity());
     assert_eq!(b.entries().len(), 1);
 }
+
+#[test]
+fn an_empty_folder_keeps_its_uidvalidity() {
+    let (_root, store) = mailstore();
+    store.create("Fresh").unwrap();
+    let first = Folder::open(&store, "INBOX", true).unwrap().uidvalidity();
+    let status = store.status("INBOX").unwrap().uidvalidity;
+    let again = Folder::open(&store, "INBOX", false).unwrap().uidvalidity();
+    assert_eq!((status, again), (first, first), "a never-used INBOX");
+    let fresh = store.status("Fresh").unwrap().uidvalidity;
+    let selected = Folder::open(&store, "Fresh", true).unwrap().uidvalidity();
+    assert_eq!(selected, fresh, "a never-used folder");
+    // COPYUID names the target's UIDVALIDITY; a later SELECT must agree.
+    store.create("Target").unwrap();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    let mut inbox = Folder::open(&store, "INBOX", true).unwrap();
+    let mut target = Folder::open(&store, "Target", false).unwrap();
+    let uids: Vec<u32> = inbox.entries().iter().map(|e| e.uid).collect();
+    inbox.copy_to(&uids, &mut target, false).unwrap();
+    let told = target.uidvalidity();
+    assert_eq!(
+        Folder::open(&store, "Target", true).unwrap().uidvalidity(),
+        told
+    );
+    assert_eq!(inbox.uidvalidity(), first, "INBOX kept its value");
+}

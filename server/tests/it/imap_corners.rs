@@ -1,0 +1,64 @@
+//! IMAP corner cases over the wire with Python's imaplib, each one a gap a real client or an
+//! IMAP compliance suite found (issue 14): UIDVALIDITY of a never-used folder, message numbers
+//! past the end, keywords, `\Recent`, group addresses, parts of an attached message, and
+//! folder names with a trailing delimiter.
+
+use crate::common::Server;
+use crate::imap_imaplib::{python, scratch};
+
+/// A domain and `bob@example.jp` (password `Bob-pw1`).
+fn with_bob() -> crate::common::Scratch {
+    let s = scratch();
+    s.expect(0, &["add", "example.jp"]);
+    s.expect(0, &["add", "bob@example.jp", "--create-user", "Bob-pw1"]);
+    s
+}
+
+#[test]
+fn uidvalidity_of_a_never_used_folder_is_stable() {
+    let s = with_bob();
+    let mut server = Server::start(s.path());
+    let script = r#"
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+m.create("Fresh")
+seen = {}
+for name in ("INBOX", "Fresh"):
+    values = set()
+    for _ in range(3):
+        ok(m.select(name))
+        values.add(m.response("UIDVALIDITY")[1][0].decode())
+        status = ok(m.status(name, "(UIDVALIDITY)"))[0].decode()
+        values.add(status.split("UIDVALIDITY ")[1].rstrip(")"))
+    assert len(values) == 1, (name, values)
+    seen[name] = values.pop()
+ok(m.create("Target"))
+msg = b"From: Dave <dave@example.org>\r\nSubject: one\r\n\r\nbody\r\n"
+ok(m.append("INBOX", None, None, msg))
+ok(m.select("INBOX"))
+typ, data = m.copy("1", "Target")
+assert typ == "OK", data
+told = data[0].decode().split("COPYUID ")[1].split()[0]
+ok(m.select("Target"))
+assert m.response("UIDVALIDITY")[1][0].decode() == told, told
+print("INBOX", seen["INBOX"], "Fresh", seen["Fresh"])
+m.logout()
+"#;
+    let first = python(&s, &server, script);
+    assert_eq!(server.stop(), Some(0));
+    let server = Server::start(s.path());
+    let second = python(
+        &s,
+        &server,
+        r#"
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+for name in ("INBOX", "Fresh"):
+    ok(m.select(name))
+    print(name, m.response("UIDVALIDITY")[1][0].decode(), end=" ")
+print()
+m.logout()
+"#,
+    );
+    assert_eq!(first.trim(), second.trim(), "the same after a restart");
+}
