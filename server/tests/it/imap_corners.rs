@@ -62,3 +62,29 @@ m.logout()
     );
     assert_eq!(first.trim(), second.trim(), "the same after a restart");
 }
+
+#[test]
+fn message_numbers_in_an_empty_mailbox_are_refused() {
+    let s = with_bob();
+    let server = Server::start(s.path());
+    python(
+        &s,
+        &server,
+        r#"
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+ok(m.create("Other"))
+assert ok(m.select("INBOX")) == [b"0"]
+for command in (lambda: m.copy("1", "Other"), lambda: m.fetch("1", "(FLAGS)"),
+                lambda: m.store("1", "+FLAGS", "(\\Seen)")):
+    try:
+        typ, data = command()
+    except imaplib.IMAP4.error as e:
+        typ, data = "BAD", [str(e).encode()]
+    assert typ in ("BAD", "NO"), (typ, data)
+ok(m.uid("FETCH", "1:*", "(FLAGS)"))
+assert ok(m.status("Other", "(MESSAGES)")) == [b"Other (MESSAGES 0)"]
+m.logout()
+"#,
+    );
+}

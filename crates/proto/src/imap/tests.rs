@@ -1120,3 +1120,24 @@ fn idle_in_a_vanished_folder_does_not_spin() {
     );
     h.send("DONE").ends("a3 OK IDLE terminated");
 }
+
+#[test]
+fn message_numbers_past_the_end_are_bad_even_in_an_empty_mailbox() {
+    let mut h = Harness::logged_in();
+    h.send("a1 SELECT Archive").has("* 0 EXISTS").ends("a1 OK");
+    h.send("a2 FETCH 1 FLAGS").lacks("FETCH (").ends("a2 BAD");
+    h.send("a3 COPY 1 INBOX").ends("a3 BAD");
+    h.send("a4 STORE 1 +FLAGS (\\Seen)").ends("a4 BAD");
+    h.send("a5 FETCH 1:* FLAGS").ends("a5 BAD");
+    h.send("a6 UID FETCH 1:* FLAGS").ends("a6 OK");
+    h.send("a7 UID COPY 1 INBOX").ends("a7 OK");
+    assert_eq!(
+        h.driver.folders["INBOX"].messages.len(),
+        3,
+        "nothing copied"
+    );
+    h.send("b1 SELECT INBOX").ends("b1 OK");
+    h.send("b2 FETCH 4 FLAGS").ends("b2 BAD");
+    h.send("b3 COPY 2:4 Archive").ends("b3 BAD");
+    assert!(h.driver.folders["Archive"].messages.is_empty());
+}

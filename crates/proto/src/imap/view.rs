@@ -90,7 +90,8 @@ impl View {
     }
 
     /// The positions `set` names, ascending and without repeats. A message number past the
-    /// end is an error; a UID that does not exist is ignored (RFC 3501 §6.4.8).
+    /// end (any number at all in an empty mailbox) is an error; a UID that does not exist is
+    /// ignored (RFC 3501 §6.4.8).
     pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, BadSequence> {
         if uid {
             let ranges = ranges(set, self.max_uid());
@@ -102,8 +103,10 @@ impl View {
                 .map(|(i, _)| i)
                 .collect());
         }
+        // RFC 3501 §9 (seq-number): a number past the end is an error, and so is `*` when
+        // the mailbox is empty, since it names no message.
         if self.messages.is_empty() {
-            return Ok(Vec::new());
+            return Err(BadSequence);
         }
         let ranges = ranges(set, self.exists());
         let mut out = Vec::new();
@@ -335,7 +338,13 @@ mod tests {
             "n:* names the last"
         );
         assert_eq!(v.resolve(&set("1,100"), true), Ok(vec![]));
-        assert_eq!(view(&[]).resolve(&set("1:*"), false), Ok(vec![]));
+        assert_eq!(view(&[]).resolve(&set("1"), false), Err(BadSequence));
+        assert_eq!(view(&[]).resolve(&set("1:*"), false), Err(BadSequence));
+        assert_eq!(
+            view(&[]).resolve(&set("1:*"), true),
+            Ok(vec![]),
+            "UIDs may miss"
+        );
         assert!(v.set_contains(&set("2:3"), false, 2));
         assert!(!v.set_contains(&set("2:3"), true, 1));
         assert!(v.set_contains(&set("*"), true, 3));
