@@ -120,6 +120,7 @@ fn snapshot(folder: &Folder) -> Snapshot {
                 recent: e.recent,
             })
             .collect(),
+        keywords: folder.keywords().to_vec(),
     }
 }
 
@@ -209,7 +210,7 @@ async fn answer(
         Request::Refresh => with_folder(state, peer, |folder| {
             let stamp = change_stamp(folder.dir());
             folder.scan(true)?;
-            Ok((snapshot(folder), stamp))
+            Ok::<_, std::io::Error>((snapshot(folder), stamp))
         })
         .await
         .map(|(snapshot, stamp)| {
@@ -225,11 +226,21 @@ async fn answer(
         .await
         .map(Response::Messages)
         .unwrap_or_else(Response::Failed),
-        Request::Store { uids, op, flags } => {
-            let result =
-                with_folder(state, peer, move |folder| folder.store(&uids, op, flags)).await;
+        Request::Store {
+            uids,
+            op,
+            flags,
+            keywords,
+        } => {
+            let result = with_folder(state, peer, move |folder| {
+                let changed = folder.store(&uids, op, flags, &keywords)?;
+                Ok::<_, FolderError>((changed, folder.keywords().to_vec()))
+            })
+            .await;
             notify(shared, state);
-            result.map(Response::Flags).unwrap_or_else(Response::Failed)
+            result
+                .map(|(changed, keywords)| Response::Flags { changed, keywords })
+                .unwrap_or_else(Response::Failed)
         }
         Request::Expunge { uids } => {
             let result = with_folder(state, peer, move |folder| folder.expunge(&uids)).await;
@@ -244,9 +255,22 @@ async fn answer(
         Request::Append {
             folder,
             flags,
+            keywords,
             date,
             message,
-        } => append(shared, peer, state, store, folder, flags, date, message).await,
+        } => {
+            append(
+                shared,
+                peer,
+                state,
+                store,
+                folder,
+                (flags, keywords),
+                date,
+                message,
+            )
+            .await
+        }
     }
 }
 
@@ -259,10 +283,10 @@ fn done(peer: SocketAddr, result: Option<Result<(), FolderError>>) -> Response {
 }
 
 /// Runs `f` on the selected folder on the blocking pool, handing the folder back afterwards.
-async fn with_folder<T: Send + 'static>(
+async fn with_folder<T: Send + 'static, E: Into<FolderError> + Send + 'static>(
     state: &mut State,
     peer: SocketAddr,
-    f: impl FnOnce(&mut Folder) -> std::io::Result<T> + Send + 'static,
+    f: impl FnOnce(&mut Folder) -> Result<T, E> + Send + 'static,
 ) -> Result<T, Failure> {
     let Some(mut folder) = state.folder.take() else {
         return Err(Failure::Unavailable);
@@ -364,7 +388,7 @@ async fn append(
     state: &mut State,
     store: Mailstore,
     folder: String,
-    flags: dirmail_store::folders::Flags,
+    (flags, keywords): (dirmail_store::folders::Flags, Vec<String>),
     date: Option<i64>,
     message: Vec<u8>,
 ) -> Response {
@@ -383,8 +407,8 @@ async fn append(
     let into_selected = state.folder.as_ref().is_some_and(|f| f.name() == folder);
     let result = if into_selected {
         with_folder(state, peer, move |f| {
-            Ok((
-                f.append(&message, flags, date)?,
+            Ok::<_, FolderError>((
+                f.append(&message, flags, &keywords, date)?,
                 f.uidvalidity(),
                 f.dir().to_owned(),
             ))
@@ -393,7 +417,7 @@ async fn append(
     } else {
         match blocking(move || {
             let mut target = Folder::open(&store, &folder, false)?;
-            let uid = target.append(&message, flags, date)?;
+            let uid = target.append(&message, flags, &keywords, date)?;
             Ok::<_, FolderError>((uid, target.uidvalidity(), target.dir().to_owned()))
         })
         .await

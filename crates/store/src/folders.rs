@@ -21,24 +21,31 @@
 //! The unique name (the file name up to `:`) never changes once delivered: moving a message from
 //! `new/` to `cur/` and changing its flags only rename it, so POP3's UIDL stays stable.
 //!
+//! Keywords (`$Junk`, a client's tags) are letters `a`–`z` in the file name too, each naming a
+//! line of the folder's `dirmail-keywords` (see `keywords.rs` for why that is crash-safe).
+//!
 //! The module's files: `mailstore.rs` (the folders of a mailbox: list, create, delete, rename,
 //! subscriptions, status), `folder.rs` (one open folder: scan, read, flags, expunge, append,
-//! copy), `uidlist.rs` (the `dirmail-uidlist` format) and `lock.rs` (the lock file and the
-//! durable replacement of a file, which they share).
+//! copy), `uidlist.rs` (the `dirmail-uidlist` format), `keywords.rs` (the `dirmail-keywords`
+//! format) and `lock.rs` (the lock file and the durable replacement of a file, which they
+//! share).
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use dirmail_proto::imap::mailbox::{
-    DELIMITER, FlagOp, Flags, FolderStatus, INBOX, InvalidName, MAX_NAME_LEN, check_name,
+    DELIMITER, FlagOp, Flags, FolderStatus, INBOX, InvalidName, MAX_KEYWORDS, MAX_NAME_LEN,
+    check_name,
 };
 
 mod folder;
+mod keywords;
 mod lock;
 mod mailstore;
 mod uidlist;
 
 pub use folder::{Entry, Folder, change_stamp};
+pub use keywords::KEYWORDS;
 pub use mailstore::Mailstore;
 pub use uidlist::UIDLIST;
 

@@ -88,3 +88,59 @@ m.logout()
 "#,
     );
 }
+
+#[test]
+fn keywords_are_stored_searched_and_survive_a_restart() {
+    let s = with_bob();
+    let mut server = Server::start(s.path());
+    let first = python(
+        &s,
+        &server,
+        r#"
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+for i in range(4):
+    ok(m.append("INBOX", None, None, f"Subject: {i}\r\n\r\nbody\r\n".encode()))
+ok(m.select("INBOX"))
+permanent = m.response("PERMANENTFLAGS")[1][0].decode()
+assert "\\*" in permanent, permanent
+print(ok(m.store("2,4", "+FLAGS", "($hello $world)")))
+flags = m.response("FLAGS")[1][-1].decode()
+assert "$hello" in flags and "$world" in flags, flags
+ok(m.store("4", "-FLAGS", "($hello)"))
+print("KEYWORD", ok(m.search(None, "KEYWORD", "$hello")))
+print("UNKEYWORD", ok(m.search(None, "UNKEYWORD", "$hello")))
+ok(m.create("Junk"))
+ok(m.copy("2", "Junk"))
+ok(m.append("Junk", "($Junk \\Seen)", None, b"Subject: spam\r\n\r\nbody\r\n"))
+m.logout()
+"#,
+    );
+    assert!(
+        first.contains("2 (FLAGS ($hello $world))") && first.contains("4 (FLAGS ($hello $world))"),
+        "{first}"
+    );
+    assert!(first.contains("KEYWORD [b'2']"), "{first}");
+    assert!(first.contains("UNKEYWORD [b'1 3 4']"), "{first}");
+    assert_eq!(server.stop(), Some(0));
+    let server = Server::start(s.path());
+    let second = python(
+        &s,
+        &server,
+        r#"
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+ok(m.select("INBOX"))
+print("FLAGS", m.response("FLAGS")[1][-1].decode())
+print(ok(m.fetch("1:*", "(FLAGS)")))
+ok(m.select("Junk"))
+print(ok(m.fetch("1:*", "(FLAGS)")))
+m.logout()
+"#,
+    );
+    assert!(second.contains("$hello $world)"), "{second}");
+    assert!(second.contains("2 (FLAGS ($hello $world))"), "{second}");
+    assert!(second.contains("4 (FLAGS ($world))"), "{second}");
+    assert!(second.contains("1 (FLAGS ($hello $world))"), "{second}");
+    assert!(second.contains("2 (FLAGS (\\\\Seen $Junk))"), "{second}");
+}

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::lock::{lock_folder, private};
 use super::mailstore::make_folder;
 use super::uidlist::{self, UidList};
-use super::{FlagOp, Flags, FolderError, INBOX, Mailstore, check_name, now_secs};
+use super::{FlagOp, Flags, FolderError, INBOX, Mailstore, check_name, keywords, now_secs};
 use crate::maildir::{arrival_key, unique_name};
+use dirmail_proto::imap::mailbox::keyword_bits;
 
 /// One message of a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,8 @@ pub struct Folder {
     entries: Vec<Entry>,
     /// Unique name → index in `entries`.
     index: HashMap<String, usize>,
+    /// The folder's keyword names as of the last scan (see `keywords.rs`).
+    keywords: Vec<String>,
     /// Lets `Mailstore` hand out UIDVALIDITY values when the list is made.
     store: Mailstore,
 }
@@ -115,6 +118,7 @@ impl Folder {
             uidnext: 1,
             entries: Vec::new(),
             index: HashMap::new(),
+            keywords: Vec::new(),
             store: store.clone(),
         };
         folder.scan(take_new)?;
@@ -142,6 +146,33 @@ impl Folder {
         &self.entries
     }
 
+    /// The folder's keyword names: keyword bit `i` of an entry's flags is `keywords()[i]`.
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+
+    /// Gives keywords `names` their bits, adding names the folder lacks to its table (written
+    /// durably before any file is renamed to carry them). Under the lock. `Err` names the
+    /// keywords that found no room when `all` is asked for.
+    fn keyword_bits_locked(&mut self, names: &[String], all: bool) -> Result<Flags, FolderError> {
+        if names.is_empty() {
+            return Ok(Flags::NONE);
+        }
+        let mut table = keywords::read(&self.dir)?;
+        let before = table.len();
+        let (bits, placed) = keyword_bits(&mut table, names);
+        if all && !placed {
+            return Err(FolderError::Refused(
+                "a folder holds at most 26 keywords, and this one has no room for another",
+            ));
+        }
+        if table.len() != before {
+            keywords::write(&self.dir, &table)?;
+        }
+        self.keywords = table;
+        Ok(bits)
+    }
+
     fn lock(&self) -> io::Result<fs::File> {
         lock_folder(&self.dir)
     }
@@ -156,6 +187,7 @@ impl Folder {
     /// The scan, under the lock. `reload` reads the UID list even when every file is known, so
     /// that UIDNEXT is the one on disk before new UIDs are given (APPEND, COPY).
     fn scan_locked(&mut self, take_new: bool, reload: bool) -> io::Result<()> {
+        self.keywords = keywords::read(&self.dir)?;
         let mut found = list_files(&self.dir)?;
         let mut moved = std::collections::HashSet::new();
         if take_new {
@@ -340,16 +372,20 @@ impl Folder {
         Ok(None)
     }
 
-    /// STORE: changes the flags of `uids` on disk, starting from each file's current flags (so
-    /// concurrent changes by others are kept), and returns the resulting flags of those still
-    /// there.
+    /// STORE: changes the system `flags` and the keywords `names` of `uids` on disk, starting
+    /// from each file's current flags (so concurrent changes by others are kept), and returns
+    /// the resulting flags of those still there (their keyword bits index [`Self::keywords`]).
+    /// Refused, changing nothing, when a new keyword finds no room in the folder's table.
     pub fn store(
         &mut self,
         uids: &[u32],
         op: FlagOp,
         flags: Flags,
-    ) -> io::Result<Vec<(u32, Flags)>> {
+        names: &[String],
+    ) -> Result<Vec<(u32, Flags)>, FolderError> {
         let _lock = self.lock()?;
+        self.keywords = keywords::read(&self.dir)?;
+        let flags = flags.system().union(self.keyword_bits_locked(names, true)?);
         let mut out = Vec::with_capacity(uids.len());
         for &uid in uids {
             let Some(i) = self.position(uid) else {
@@ -370,7 +406,7 @@ impl Folder {
                 match fs::rename(&path, self.dir.join(&target)) {
                     Ok(()) => entry.file = target,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
             }
             entry.flags = wanted;
@@ -422,9 +458,16 @@ impl Folder {
         Ok(gone)
     }
 
-    /// APPEND: a durable new message in `cur/` with `flags` and INTERNALDATE `date` (now when
+    /// APPEND: a durable new message in `cur/` with the system `flags`, the keywords `names`
+    /// (those the folder has no room for are dropped) and INTERNALDATE `date` (now when
     /// `None`). Returns its UID.
-    pub fn append(&mut self, message: &[u8], flags: Flags, date: Option<i64>) -> io::Result<u32> {
+    pub fn append(
+        &mut self,
+        message: &[u8],
+        flags: Flags,
+        names: &[String],
+        date: Option<i64>,
+    ) -> Result<u32, FolderError> {
         let unique = format!("{},S={}", unique_name(&self.hostname), message.len());
         let tmp = self.dir.join("tmp").join(&unique);
         let date = date.unwrap_or_else(now_secs);
@@ -438,6 +481,9 @@ impl Folder {
             drop(file);
             let _lock = self.lock()?;
             self.scan_locked(false, true)?;
+            let flags = flags
+                .system()
+                .union(self.keyword_bits_locked(names, false)?);
             let file = format!("cur/{unique}:2,{}", flags.apply_to_info(""));
             fs::hard_link(&tmp, self.dir.join(&file))?;
             fs::File::open(self.dir.join("cur"))?.sync_all()?;
@@ -478,6 +524,7 @@ impl Folder {
             (self.lock()?, b)
         };
         target.scan_locked(false, true)?;
+        self.keywords = keywords::read(&self.dir)?;
         let pairs = self.link_into(uids, target)?;
         if remove {
             let moved: Vec<u32> = pairs.iter().map(|(from, _)| *from).collect();
@@ -502,7 +549,7 @@ impl Folder {
             let Some(entry) = self.entries.get(i).cloned() else {
                 continue;
             };
-            let new = self.link_one(&path, &entry, &self.dir.clone(), self.uidnext)?;
+            let new = self.link_one(&path, &entry, entry.flags, &self.dir.clone(), self.uidnext)?;
             self.uidnext = self.uidnext.saturating_add(1);
             pairs.push((uid, new.uid));
             made.push(new);
@@ -518,6 +565,19 @@ impl Folder {
     }
 
     fn link_into(&mut self, uids: &[u32], target: &mut Folder) -> io::Result<Vec<(u32, u32)>> {
+        // The keywords go by name: the target's table gets the names first (written before any
+        // file carries their letters); one that finds no room there is dropped.
+        let mut table = target.keywords.clone();
+        let mut flags = HashMap::new();
+        for &uid in uids {
+            if let Some(entry) = self.position(uid).and_then(|i| self.entries.get(i)) {
+                flags.insert(uid, entry.flags.remap(&self.keywords, &mut table));
+            }
+        }
+        if table.len() != target.keywords.len() {
+            keywords::write(&target.dir, &table)?;
+            target.keywords = table;
+        }
         let mut pairs = Vec::new();
         for &uid in uids {
             let Some(i) = self.position(uid) else {
@@ -529,7 +589,8 @@ impl Folder {
             let Some(entry) = self.entries.get(i).cloned() else {
                 continue;
             };
-            let new = self.link_one(&path, &entry, &target.dir, target.uidnext)?;
+            let flags = flags.get(&uid).copied().unwrap_or(entry.flags.system());
+            let new = self.link_one(&path, &entry, flags, &target.dir, target.uidnext)?;
             target.uidnext = target.uidnext.saturating_add(1);
             pairs.push((uid, new.uid));
             target.entries.push(new);
@@ -543,10 +604,17 @@ impl Folder {
     }
 
     /// Links (or, across file systems, copies) one message into `dir/cur/` under a new unique
-    /// name.
-    fn link_one(&self, path: &Path, entry: &Entry, dir: &Path, uid: u32) -> io::Result<Entry> {
+    /// name, with `flags`.
+    fn link_one(
+        &self,
+        path: &Path,
+        entry: &Entry,
+        flags: Flags,
+        dir: &Path,
+        uid: u32,
+    ) -> io::Result<Entry> {
         let unique = format!("{},S={}", unique_name(&self.hostname), entry.size);
-        let file = format!("cur/{unique}:2,{}", entry.flags.apply_to_info(""));
+        let file = format!("cur/{unique}:2,{}", flags.apply_to_info(""));
         let dest = dir.join(&file);
         if let Err(e) = fs::hard_link(path, &dest) {
             if e.kind() == io::ErrorKind::AlreadyExists {
@@ -557,7 +625,7 @@ impl Folder {
         }
         Ok(Entry {
             uid,
-            flags: entry.flags,
+            flags,
             size: entry.size,
             internal_date: entry.internal_date,
             recent: true,

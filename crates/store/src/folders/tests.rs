@@ -21,8 +21,15 @@ fn deliver(store: &Mailstore, text: &str) -> PathBuf {
 #[test]
 fn flags_round_trip_through_names() {
     let f = Flags::SEEN.union(Flags::FLAGGED);
-    assert_eq!(f.apply_to_info("Pa"), "FPSa");
-    assert_eq!(Flags::from_info("FPSa"), f);
+    assert_eq!(
+        f.apply_to_info("Pa"),
+        "FPS",
+        "keyword letters are flags too"
+    );
+    assert_eq!(Flags::from_info("FPS"), f);
+    let b = Flags::keyword(1).unwrap();
+    assert_eq!(f.union(b).apply_to_info("P"), "FPSb");
+    assert_eq!(Flags::from_info("FPSb"), f.union(b));
     assert_eq!(Flags::NONE.apply_to_info("ST"), "");
     assert_eq!(FlagOp::Remove.apply(f, Flags::SEEN), Flags::FLAGGED);
 }
@@ -104,12 +111,12 @@ fn store_expunge_and_the_next_uid() {
     let mut a = Folder::open(&store, "INBOX", true).unwrap();
     let mut b = Folder::open(&store, "INBOX", true).unwrap();
     let changed = a
-        .store(&[2], FlagOp::Add, Flags::DELETED.union(Flags::SEEN))
+        .store(&[2], FlagOp::Add, Flags::DELETED.union(Flags::SEEN), &[])
         .unwrap();
     assert_eq!(changed, [(2, Flags::DELETED.union(Flags::SEEN))]);
     // b still has the old name; it follows the rename.
     assert!(b.read(2).unwrap().is_some());
-    b.store(&[2], FlagOp::Add, Flags::FLAGGED).unwrap();
+    b.store(&[2], FlagOp::Add, Flags::FLAGGED, &[]).unwrap();
     a.scan(true).unwrap();
     assert_eq!(
         a.entries()[1].flags,
@@ -146,7 +153,12 @@ fn folders_append_copy_move_rename_delete() {
 
     let mut inbox = Folder::open(&store, "INBOX", true).unwrap();
     let uid = inbox
-        .append(b"Subject: a\r\n\r\nx\r\n", Flags::SEEN, Some(1_000_000_000))
+        .append(
+            b"Subject: a\r\n\r\nx\r\n",
+            Flags::SEEN,
+            &[],
+            Some(1_000_000_000),
+        )
         .unwrap();
     assert_eq!(uid, 1);
     assert_eq!(inbox.entries()[0].internal_date, 1_000_000_000);
@@ -264,4 +276,73 @@ fn an_empty_folder_keeps_its_uidvalidity() {
         told
     );
     assert_eq!(inbox.uidvalidity(), first, "INBOX kept its value");
+}
+
+#[test]
+fn keywords_are_kept_by_name_and_survive_reopening() {
+    let (_root, store) = mailstore();
+    store.create("Other").unwrap();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    deliver(&store, "Subject: 2\r\n\r\ntwo\r\n");
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut inbox = Folder::open(&store, "INBOX", true).unwrap();
+    let changed = inbox
+        .store(
+            &[1, 2],
+            FlagOp::Add,
+            Flags::SEEN,
+            &names(&["$hello", "$world"]),
+        )
+        .unwrap();
+    assert_eq!(inbox.keywords(), ["$hello", "$world"]);
+    let both = Flags::keyword(0).unwrap().union(Flags::keyword(1).unwrap());
+    assert_eq!(
+        changed,
+        [(1, Flags::SEEN.union(both)), (2, Flags::SEEN.union(both))]
+    );
+    inbox
+        .store(&[2], FlagOp::Remove, Flags::NONE, &names(&["$HELLO"]))
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(store.root().join(KEYWORDS)).unwrap(),
+        "0 $hello\n1 $world\n"
+    );
+    // Another session, and a later one, see them from the names and the table.
+    let again = Folder::open(&store, "INBOX", false).unwrap();
+    assert_eq!(again.keywords(), ["$hello", "$world"]);
+    let flags: Vec<Flags> = again.entries().iter().map(|e| e.flags).collect();
+    assert_eq!(
+        flags,
+        [
+            Flags::SEEN.union(both),
+            Flags::SEEN.union(Flags::keyword(1).unwrap())
+        ]
+    );
+    // A copy keeps them by name, whatever letter they get in the target.
+    let mut other = Folder::open(&store, "Other", false).unwrap();
+    other
+        .append(
+            b"Subject: x\r\n\r\nx\r\n",
+            Flags::NONE,
+            &names(&["$world"]),
+            None,
+        )
+        .unwrap();
+    inbox.copy_to(&[1], &mut other, false).unwrap();
+    let other = Folder::open(&store, "Other", false).unwrap();
+    assert_eq!(other.keywords(), ["$world", "$hello"]);
+    assert_eq!(
+        other.entries().last().unwrap().flags,
+        Flags::SEEN.union(both),
+        "$hello is b and $world a there"
+    );
+    // A full table refuses a 27th name and changes nothing.
+    let many: Vec<String> = (0..24).map(|i| format!("k{i}")).collect();
+    inbox.store(&[1], FlagOp::Add, Flags::NONE, &many).unwrap();
+    let before = inbox.entries().to_vec();
+    assert!(matches!(
+        inbox.store(&[1, 2], FlagOp::Add, Flags::FLAGGED, &names(&["one-more"])),
+        Err(FolderError::Refused(_))
+    ));
+    assert_eq!(inbox.entries(), before.as_slice());
 }

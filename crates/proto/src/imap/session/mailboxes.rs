@@ -8,15 +8,15 @@ use std::num::NonZeroU32;
 use imap_types::core::{Atom, QuotedChar, Tag};
 use imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_types::extensions::namespace::Namespace;
-use imap_types::flag::{Flag, FlagNameAttribute, FlagPerm};
+use imap_types::flag::{Flag, FlagNameAttribute};
 use imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_types::response::{Code, Data, StatusKind};
 use imap_types::status::{StatusDataItem, StatusDataItemName};
 
 use super::{Request, Response, Session};
-use crate::imap::mailbox::{DELIMITER, Flags, FolderStatus, INBOX, check_name};
+use crate::imap::mailbox::{DELIMITER, FolderStatus, INBOX, check_name};
 use crate::imap::reply::{Reply, code, istring};
-use crate::imap::view::{Snapshot, View, flags_of, system_flags};
+use crate::imap::view::{Snapshot, View, flags_of, keywords_of};
 
 /// A LIST pattern longer than this is refused (matching costs its length times the name's).
 const MAX_PATTERN: usize = 1024;
@@ -107,24 +107,9 @@ impl Session {
         snapshot: Snapshot,
     ) {
         let view = View::new(folder, read_only, snapshot);
-        let flags: Vec<Flag<'static>> = system_flags(
-            Flags::SEEN
-                .union(Flags::ANSWERED)
-                .union(Flags::FLAGGED)
-                .union(Flags::DELETED)
-                .union(Flags::DRAFT),
-        );
-        self.reply(Reply::data(Data::Flags(flags.clone())));
-        let permanent = if read_only {
-            Vec::new()
-        } else {
-            flags.into_iter().map(FlagPerm::Flag).collect()
-        };
-        self.reply(Reply::untagged(
-            StatusKind::Ok,
-            Some(Code::PermanentFlags(permanent)),
-            "flags kept",
-        ));
+        for reply in view.flag_replies() {
+            self.reply(reply);
+        }
         self.reply(Reply::data(Data::Exists(view.exists())));
         self.reply(Reply::data(Data::Recent(view.recent())));
         if let Some(unseen) = view.first_unseen().and_then(NonZeroU32::new) {
@@ -407,6 +392,7 @@ impl Session {
             Request::Append {
                 folder,
                 flags: flags_of(flags),
+                keywords: keywords_of(flags),
                 date,
                 message,
             },
