@@ -189,11 +189,12 @@ async fn answer(
             Some(Err(e)) => Response::Failed(failure(peer, e)),
             None => Response::Failed(Failure::Unavailable),
         },
-        Request::Select { folder, .. } => {
+        Request::Select { folder, read_only } => {
             state.folder = None;
+            // EXAMINE looks at `\Recent` without taking it (RFC 3501 §6.3.2).
             let opened = blocking(move || {
                 let stamp = change_stamp(&store.dir_of(&folder));
-                Folder::open(&store, &folder, true).map(|f| (f, stamp))
+                Folder::open(&store, &folder, !read_only).map(|f| (f, stamp))
             })
             .await;
             match opened {
@@ -209,7 +210,8 @@ async fn answer(
         }
         Request::Refresh => with_folder(state, peer, |folder| {
             let stamp = change_stamp(folder.dir());
-            folder.scan(true)?;
+            let claims = folder.claims_recent();
+            folder.scan(claims)?;
             Ok::<_, std::io::Error>((snapshot(folder), stamp))
         })
         .await

@@ -117,7 +117,8 @@ m.logout()
 "#,
     );
     assert!(
-        first.contains("2 (FLAGS ($hello $world))") && first.contains("4 (FLAGS ($hello $world))"),
+        first.contains("2 (FLAGS ($hello $world \\\\Recent))")
+            && first.contains("4 (FLAGS ($hello $world \\\\Recent))"),
         "{first}"
     );
     assert!(first.contains("KEYWORD [b'2']"), "{first}");
@@ -141,6 +142,50 @@ m.logout()
     assert!(second.contains("$hello $world)"), "{second}");
     assert!(second.contains("2 (FLAGS ($hello $world))"), "{second}");
     assert!(second.contains("4 (FLAGS ($world))"), "{second}");
-    assert!(second.contains("1 (FLAGS ($hello $world))"), "{second}");
-    assert!(second.contains("2 (FLAGS (\\\\Seen $Junk))"), "{second}");
+    // Junk was never selected: its messages are still \Recent.
+    assert!(
+        second.contains("1 (FLAGS ($hello $world \\\\Recent))"),
+        "{second}"
+    );
+    assert!(
+        second.contains("2 (FLAGS (\\\\Seen $Junk \\\\Recent))"),
+        "{second}"
+    );
+}
+
+#[test]
+fn recent_is_told_to_the_first_select() {
+    let s = with_bob();
+    let server = Server::start(s.path());
+    python(
+        &s,
+        &server,
+        r#"
+deliver("bob@example.jp", "one")
+deliver("bob@example.jp", "two")
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+def recent(client):
+    return client.response("RECENT")[1][-1]
+ok(m.create("Other"))
+ok(m.append("Other", None, None, b"Subject: appended\r\n\r\nbody\r\n"))
+ok(m.select("INBOX"))
+assert recent(m) == b"2", "SELECT after delivery"
+ok(m.copy("1", "Other"))
+n = imaps()
+ok(n.login("bob@example.jp", "Bob-pw1"))
+assert ok(n.status("Other", "(RECENT)")) == [b"Other (RECENT 2)"]
+ok(n.select("Other", readonly=True))
+assert recent(n) == b"2", "EXAMINE sees them"
+ok(m.select("Other"))
+assert recent(m) == b"2", "and leaves them to the first SELECT"
+assert ok(n.status("Other", "(RECENT)")) == [b"Other (RECENT 0)"]
+n.logout()
+ok(m.copy("1", "Other"))
+assert recent(m) == b"3", "a COPY into the selected folder"
+ok(m.append("Other", None, None, b"Subject: again\r\n\r\nbody\r\n"))
+assert recent(m) == b"4", "an APPEND into the selected folder"
+m.logout()
+"#,
+    );
 }

@@ -252,11 +252,16 @@ impl Driver {
                     .cloned()
                     .collect();
                 let from_keywords = self.folders[&source].keywords.clone();
+                // What reaches the selected folder is \Recent in this session (the store's rule).
+                let recent = self.selected.as_deref() == Some(to.as_str());
                 let target = self.folders.get_mut(to).unwrap();
                 let mut pairs = Vec::new();
                 for m in &copies {
                     let flags = m.meta.flags.remap(&from_keywords, &mut target.keywords);
                     let uid = target.add(&m.bytes, flags, m.meta.internal_date);
+                    if let Some(last) = target.messages.last_mut() {
+                        last.meta.recent = recent;
+                    }
                     pairs.push((m.meta.uid, uid));
                 }
                 let uidvalidity = target.uidvalidity;
@@ -276,6 +281,9 @@ impl Driver {
                 Some(f) => {
                     let (bits, _) = keyword_bits(&mut f.keywords, keywords);
                     let uid = f.add(message, flags.union(bits), date.unwrap_or(1_750_000_000));
+                    if let Some(last) = f.messages.last_mut() {
+                        last.meta.recent = self.selected.as_deref() == Some(folder.as_str());
+                    }
                     Response::Appended {
                         uidvalidity: f.uidvalidity,
                         uid,
@@ -1211,7 +1219,7 @@ fn keywords_are_kept_searched_and_announced() {
         .has("* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $world $Junk)")
         .ends("a8 OK");
     h.send("a9 FETCH 2 FLAGS")
-        .has("* 2 FETCH (FLAGS ($Junk))")
+        .has("* 2 FETCH (FLAGS ($Junk \\Recent))")
         .ends("a9 OK");
 }
 
@@ -1225,4 +1233,27 @@ fn a_full_keyword_table_drops_the_asterisk_and_refuses_more() {
         .ends("a1 OK");
     h.send("a2 STORE 1 +FLAGS (one-more)").ends("a2 NO");
     h.send("a3 STORE 1 +FLAGS (K3 \\Seen)").ends("a3 OK");
+}
+
+#[test]
+fn recent_is_told_after_select_copy_and_append() {
+    let mut h = Harness::logged_in();
+    let inbox = h.driver.folders.get_mut("INBOX").unwrap();
+    inbox.messages[2].meta.recent = true;
+    h.send("a1 SELECT INBOX")
+        .has("* 3 EXISTS\r\n* 1 RECENT")
+        .ends("a1 OK");
+    h.send("a2 FETCH 3 FLAGS")
+        .has("* 3 FETCH (FLAGS (\\Flagged \\Deleted \\Recent))")
+        .ends("a2 OK");
+    h.send("a3 COPY 1 INBOX")
+        .has("* 4 EXISTS\r\n* 2 RECENT")
+        .ends("a3 OK [COPYUID 1000 1 4]");
+    h.send("a4 APPEND INBOX {8}\r\nSubject:")
+        .has("* 5 EXISTS\r\n* 3 RECENT")
+        .ends("a4 OK");
+    h.send("a5 SEARCH RECENT")
+        .has("* SEARCH 3 4 5")
+        .ends("a5 OK");
+    h.send("a6 COPY 1 Archive").lacks("RECENT").ends("a6 OK");
 }

@@ -24,7 +24,8 @@ pub struct Entry {
     pub size: u64,
     /// INTERNALDATE, seconds since the epoch: the delivery (or APPEND) time.
     pub internal_date: i64,
-    /// This `Folder` value moved it out of `new/`: it is `\Recent` for this session only.
+    /// `\Recent`: this `Folder` value (a SELECT) is the first to see it, or (EXAMINE,
+    /// STATUS) no SELECT has seen it yet.
     pub recent: bool,
     pub(super) unique: String,
     /// Where it was last seen, relative to the folder (`cur/…`).
@@ -93,13 +94,19 @@ pub struct Folder {
     index: HashMap<String, usize>,
     /// The folder's keyword names as of the last scan (see `keywords.rs`).
     keywords: Vec<String>,
+    /// The lowest UID no SELECT has seen yet (see `uidlist.rs`).
+    first_recent: u32,
+    /// Opened by SELECT: messages new to the folder are `\Recent` here, and for no one after.
+    claims: bool,
     /// Lets `Mailstore` hand out UIDVALIDITY values when the list is made.
     store: Mailstore,
 }
 
 impl Folder {
-    /// Opens and scans folder `name`. With `take_new`, messages in `new/` move to `cur/` and are
-    /// `\Recent` for this value (SELECT, EXAMINE); without, they are left there (STATUS).
+    /// Opens and scans folder `name`. With `take_new` (SELECT), messages in `new/` move to
+    /// `cur/`, and those no SELECT has seen yet are `\Recent` for this value and, from now on,
+    /// for no other; without (EXAMINE, STATUS, the target of COPY), `new/` is left alone and
+    /// `\Recent` only looked at.
     pub fn open(store: &Mailstore, name: &str, take_new: bool) -> Result<Folder, FolderError> {
         let name = check_name(name)?;
         let dir = store.dir_of(&name);
@@ -119,6 +126,8 @@ impl Folder {
             entries: Vec::new(),
             index: HashMap::new(),
             keywords: Vec::new(),
+            first_recent: 1,
+            claims: take_new,
             store: store.clone(),
         };
         folder.scan(take_new)?;
@@ -139,6 +148,17 @@ impl Folder {
 
     pub fn uidnext(&self) -> u32 {
         self.uidnext
+    }
+
+    /// Was this opened by SELECT (see [`Self::open`])? Its re-scans claim `\Recent` too.
+    pub fn claims_recent(&self) -> bool {
+        self.claims
+    }
+
+    /// How many messages no SELECT has seen yet (STATUS RECENT).
+    pub fn unclaimed_recent(&self) -> u32 {
+        let first = self.first_recent;
+        u32::try_from(self.entries.iter().filter(|e| e.uid >= first).count()).unwrap_or(u32::MAX)
     }
 
     /// The messages in UID order.
@@ -187,6 +207,9 @@ impl Folder {
     /// The scan, under the lock. `reload` reads the UID list even when every file is known, so
     /// that UIDNEXT is the one on disk before new UIDs are given (APPEND, COPY).
     fn scan_locked(&mut self, take_new: bool, reload: bool) -> io::Result<()> {
+        // A SELECTed folder claims what arrives in any of its scans (APPEND and COPY re-scan
+        // too), so nothing it gave a UID stays unclaimed.
+        let take_new = take_new || self.claims;
         self.keywords = keywords::read(&self.dir)?;
         let mut found = list_files(&self.dir)?;
         let mut moved = std::collections::HashSet::new();
@@ -224,6 +247,7 @@ impl Folder {
                     UidList {
                         uidvalidity: self.store.next_uidvalidity()?,
                         uidnext: 1,
+                        first_recent: 1,
                         known: HashMap::new(),
                     }
                 }
@@ -231,6 +255,7 @@ impl Folder {
         } else {
             None
         };
+        let first_recent = list.as_ref().map_or(self.first_recent, |l| l.first_recent);
         let mut previous: HashMap<String, Entry> = std::mem::take(&mut self.entries)
             .into_iter()
             .map(|e| (e.unique.clone(), e))
@@ -274,7 +299,7 @@ impl Folder {
                 flags: Flags::from_info(&f.info),
                 size,
                 internal_date,
-                recent,
+                recent: recent || uid >= first_recent,
                 unique: f.unique,
                 file: f.file,
             });
@@ -285,6 +310,11 @@ impl Folder {
             self.uidnext = self.uidnext.max(list.uidnext);
             // Entries of vanished files are pruned when the list is written anyway.
             changed |= list.known.len() != entries.len();
+        }
+        self.first_recent = first_recent;
+        if take_new && self.first_recent != self.uidnext {
+            self.first_recent = self.uidnext;
+            changed = true;
         }
         self.entries = entries;
         self.reindex();
@@ -305,7 +335,11 @@ impl Folder {
 
     /// Writes the list of the current entries (vanished ones are pruned). Under the lock.
     fn write_uidlist(&self) -> io::Result<()> {
-        uidlist::write(&self.dir, self.uidvalidity, self.uidnext, &self.entries)
+        uidlist::write(
+            &self.dir,
+            (self.uidvalidity, self.uidnext, self.first_recent),
+            &self.entries,
+        )
     }
 
     fn position(&self, uid: u32) -> Option<usize> {
@@ -498,6 +532,9 @@ impl Folder {
                 unique: unique.clone(),
                 file,
             });
+            if self.claims {
+                self.first_recent = self.uidnext;
+            }
             self.reindex();
             self.write_uidlist()?;
             Ok(uid)
@@ -554,6 +591,9 @@ impl Folder {
             pairs.push((uid, new.uid));
             made.push(new);
         }
+        if self.claims {
+            self.first_recent = self.uidnext;
+        }
         self.entries.extend(made);
         self.reindex();
         self.write_uidlist()?;
@@ -594,6 +634,9 @@ impl Folder {
             target.uidnext = target.uidnext.saturating_add(1);
             pairs.push((uid, new.uid));
             target.entries.push(new);
+        }
+        if target.claims {
+            target.first_recent = target.uidnext;
         }
         if !pairs.is_empty() {
             fs::File::open(target.dir.join("cur"))?.sync_all()?;

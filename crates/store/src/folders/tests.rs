@@ -346,3 +346,44 @@ fn keywords_are_kept_by_name_and_survive_reopening() {
     ));
     assert_eq!(inbox.entries(), before.as_slice());
 }
+
+#[test]
+fn recent_goes_to_the_first_select_whatever_brought_the_message() {
+    let (_root, store) = mailstore();
+    store.create("Other").unwrap();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    deliver(&store, "Subject: 2\r\n\r\ntwo\r\n");
+    let recent = |f: &Folder| f.entries().iter().filter(|e| e.recent).count();
+    // EXAMINE looks without taking.
+    let examined = Folder::open(&store, "INBOX", false).unwrap();
+    assert_eq!(recent(&examined), 2);
+    let mut inbox = Folder::open(&store, "INBOX", true).unwrap();
+    assert_eq!(recent(&inbox), 2, "the first SELECT");
+    assert_eq!(recent(&Folder::open(&store, "INBOX", true).unwrap()), 0);
+    assert_eq!(store.status("INBOX").unwrap().recent, 0);
+    // APPEND and COPY into a folder nobody has selected: \Recent for its first SELECT.
+    let mut other = Folder::open(&store, "Other", false).unwrap();
+    other
+        .append(b"Subject: a\r\n\r\nx\r\n", Flags::NONE, &[], None)
+        .unwrap();
+    inbox.copy_to(&[1], &mut other, false).unwrap();
+    assert_eq!(store.status("Other").unwrap().recent, 2);
+    let mut selected = Folder::open(&store, "Other", true).unwrap();
+    assert_eq!(recent(&selected), 2);
+    assert_eq!(store.status("Other").unwrap().recent, 0);
+    // Into the selected folder: \Recent there, and for no later SELECT.
+    selected.copy_here(&[1], false).unwrap();
+    selected
+        .append(b"Subject: b\r\n\r\ny\r\n", Flags::NONE, &[], None)
+        .unwrap();
+    assert_eq!(recent(&selected), 4);
+    inbox.copy_to(&[2], &mut selected, false).unwrap();
+    assert_eq!(recent(&selected), 5);
+    assert_eq!(store.status("Other").unwrap().recent, 0);
+    assert_eq!(recent(&Folder::open(&store, "Other", true).unwrap()), 0);
+    // A delivery seen by a re-scan of the selected INBOX is its alone.
+    deliver(&store, "Subject: 3\r\n\r\nthree\r\n");
+    inbox.scan(true).unwrap();
+    assert_eq!(recent(&inbox), 3);
+    assert_eq!(store.status("INBOX").unwrap().recent, 0);
+}
