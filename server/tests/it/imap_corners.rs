@@ -189,3 +189,42 @@ m.logout()
 "#,
     );
 }
+
+#[test]
+fn envelope_of_group_addresses() {
+    let s = with_bob();
+    let server = Server::start(s.path());
+    let out = python(
+        &s,
+        &server,
+        r#"
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+msg = (b"From: Alice <alice@example.org>\r\n"
+       b"To: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;, user@domain.example\r\n"
+       b"Cc: undisclosed-recipients:;\r\n"
+       b"Bcc: <@relay.example:bob@example.jp>\r\n"
+       b"Subject: groups\r\n\r\nbody\r\n")
+ok(m.append("INBOX", None, None, msg))
+ok(m.select("INBOX"))
+print(ok(m.fetch("1", "(ENVELOPE)"))[0].decode())
+m.logout()
+"#,
+    );
+    assert!(
+        out.contains(
+            "((NIL NIL \"group\" NIL)(NIL NIL \"g1\" \"d1.org\")(NIL NIL \"g2\" \"d2.org\")\
+             (NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL \"g3\" \"d3.org\")(NIL NIL NIL NIL)\
+             (NIL NIL \"user\" \"domain.example\"))"
+        ),
+        "To: {out}"
+    );
+    assert!(
+        out.contains("((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))"),
+        "Cc: {out}"
+    );
+    assert!(
+        out.contains("((NIL \"@relay.example\" \"bob\" \"example.jp\"))"),
+        "Bcc, a source route: {out}"
+    );
+}

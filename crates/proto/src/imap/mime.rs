@@ -497,9 +497,18 @@ fn addresses(address: &Address<'_>) -> Vec<ImapAddress<'static>> {
             },
             None => (None, Some(String::new())),
         };
+        // An obsolete source route (`<@relay.example:user@host>`) is the envelope's adl, not
+        // part of the mailbox name (RFC 3501 §7.4.2).
+        let (adl, mailbox) = match mailbox {
+            Some(m) if m.starts_with('@') => match m.split_once(':') {
+                Some((route, local)) => (Some(route.to_owned()), Some(local.to_owned())),
+                None => (None, Some(m)),
+            },
+            other => (None, other),
+        };
         ImapAddress {
             name: nstring(name.map(|n| ascii_or_encoded(n.as_bytes().to_vec()))),
-            adl: NString::NIL,
+            adl: nstring(adl.map(String::into_bytes)),
             mailbox: nstring(mailbox.map(|m| ascii_or_encoded(m.into_bytes()))),
             host: nstring(host.map(|h| ascii_or_encoded(h.into_bytes()))),
         }
@@ -765,6 +774,46 @@ mod tests {
 
     fn text(bytes: Option<Cow<'_, [u8]>>) -> Option<String> {
         bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// The ENVELOPE address list of header `To`, written as on the wire.
+    fn envelope_to(to: &str) -> String {
+        let raw = format!("From: f@g.example\r\nTo: {to}\r\n\r\nbody\r\n");
+        let envelope = Parsed::new(raw.as_bytes()).envelope();
+        let field = |n: &NString<'_>| match &n.0 {
+            Some(s) => format!("\"{}\"", String::from_utf8_lossy(s.as_ref())),
+            None => "NIL".to_owned(),
+        };
+        let mut out = String::from("(");
+        for a in &envelope.to {
+            out.push_str(&format!(
+                "({} {} {} {})",
+                field(&a.name),
+                field(&a.adl),
+                field(&a.mailbox),
+                field(&a.host)
+            ));
+        }
+        out.push(')');
+        out
+    }
+
+    #[test]
+    fn envelope_of_groups_and_routes() {
+        assert_eq!(
+            envelope_to("group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;, user@domain"),
+            "((NIL NIL \"group\" NIL)(NIL NIL \"g1\" \"d1.org\")(NIL NIL \"g2\" \"d2.org\")\
+             (NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL \"g3\" \"d3.org\")(NIL NIL NIL NIL)\
+             (NIL NIL \"user\" \"domain\"))"
+        );
+        assert_eq!(
+            envelope_to("undisclosed-recipients:;"),
+            "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))"
+        );
+        assert_eq!(
+            envelope_to("Bob <@relay.example:bob@example.jp>"),
+            "((\"Bob\" \"@relay.example\" \"bob\" \"example.jp\"))"
+        );
     }
 
     #[test]
