@@ -228,3 +228,47 @@ m.logout()
         "Bcc, a source route: {out}"
     );
 }
+
+#[test]
+fn parts_of_an_attached_message() {
+    let s = with_bob();
+    let server = Server::start(s.path());
+    python(
+        &s,
+        &server,
+        r#"
+inner = (b"From: Hanako <hanako@example.jp>\r\nSubject: Quarterly numbers\r\n"
+         b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n"
+         b"--inner\r\nContent-Type: text/plain\r\n\r\nRevenue is up.\r\n"
+         b"--inner\r\nContent-Type: text/html\r\n\r\n<p>Revenue is up.</p>\r\n--inner--\r\n")
+inner_header, inner_text = inner.split(b"\r\n\r\n", 1)
+inner_header += b"\r\n\r\n"
+mime = b"Content-Type: message/rfc822\r\nContent-Description: forwarded\r\n\r\n"
+forwarded = (b"From: Jiro <jiro@example.com>\r\nSubject: Fwd\r\n"
+             b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n"
+             b"--outer\r\n" + mime + inner + b"\r\n--outer\r\n"
+             b"Content-Type: text/plain\r\n\r\nSee above.\r\n--outer--\r\n")
+top = (b"From: Jiro <jiro@example.com>\r\nSubject: Fwd\r\n"
+       b"Content-Type: message/rfc822\r\n\r\n" + inner)
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+ok(m.append("INBOX", None, None, forwarded))
+ok(m.append("INBOX", None, None, top))
+ok(m.select("INBOX"))
+for n in (1, 2):
+    data = ok(m.fetch(str(n), "(BODY.PEEK[1] BODY.PEEK[1.HEADER] BODY.PEEK[1.TEXT] BODY.PEEK[1.1] "
+                              "BODY.PEEK[1.2] BODY.PEEK[1.1.MIME])"))
+    got = [d[1] for d in data if isinstance(d, tuple)]
+    assert got == [inner, inner_header, inner_text, b"Revenue is up.", b"<p>Revenue is up.</p>",
+                   b"Content-Type: text/plain\r\n\r\n"], (n, got)
+data = ok(m.fetch("1", "(BODY.PEEK[1.MIME] BODYSTRUCTURE)"))
+assert data[0][1] == mime, data
+structure = data[1].decode() if isinstance(data[1], bytes) else data[0][0].decode()
+assert '("MESSAGE" "RFC822" NIL NIL "forwarded" "7BIT" %d (' % len(inner) in structure, structure
+assert '"Quarterly numbers"' in structure and '"ALTERNATIVE"' in structure, structure
+data = ok(m.fetch("2", "(BODYSTRUCTURE)"))
+assert data[0].decode().startswith('2 (BODYSTRUCTURE ("MESSAGE" "RFC822" NIL NIL NIL "7BIT" %d (' % len(inner)), data
+m.logout()
+"#,
+    );
+}
