@@ -272,3 +272,43 @@ m.logout()
 "#,
     );
 }
+
+#[test]
+fn create_with_a_trailing_delimiter_and_lsub_of_a_parent() {
+    let s = with_bob();
+    let server = Server::start(s.path());
+    let out = python(
+        &s,
+        &server,
+        r#"
+m = imaps()
+ok(m.login("bob@example.jp", "Bob-pw1"))
+ok(m.create("Projects."))
+ok(m.create("Projects.2024."))
+print("LIST", ok(m.list("\"\"", "Projects*")))
+ok(m.subscribe("Projects.2024"))
+print("LSUB%", ok(m.lsub("\"\"", "%")))
+print("LSUB*", ok(m.lsub("\"\"", "*")))
+ok(m.select("Projects.2024"))
+m.logout()
+"#,
+    );
+    assert!(
+        out.contains("'(\\\\HasChildren) \".\" Projects'")
+            && out.contains("'(\\\\HasNoChildren) \".\" Projects.2024'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("LSUB% [b'(\\\\Noselect \\\\HasChildren) \".\" Projects']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("LSUB* [b'(\\\\HasNoChildren) \".\" Projects.2024']"),
+        "{out}"
+    );
+    assert!(
+        s.mailroot()
+            .join("example.jp/bob/.Projects.2024/cur")
+            .is_dir()
+    );
+}

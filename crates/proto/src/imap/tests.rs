@@ -1257,3 +1257,33 @@ fn recent_is_told_after_select_copy_and_append() {
         .ends("a5 OK");
     h.send("a6 COPY 1 Archive").lacks("RECENT").ends("a6 OK");
 }
+
+#[test]
+fn create_with_a_trailing_delimiter_and_lsub_parents() {
+    let mut h = Harness::logged_in();
+    h.send("a1 CREATE Projects.").ends("a1 OK");
+    h.send("a2 CREATE Projects.2024.").ends("a2 OK");
+    assert!(h.driver.folders.contains_key("Projects"));
+    assert!(h.driver.folders.contains_key("Projects.2024"));
+    h.send("a3 CREATE Projects.").ends("a3 NO [ALREADYEXISTS]");
+    h.send("a4 CREATE .").ends("a4 NO [CANNOT]");
+    h.send("a5 CREATE Projects..").ends("a5 NO [CANNOT]");
+    h.send("a6 LIST \"\" \"Projects*\"")
+        .has("* LIST (\\HasChildren) \".\" Projects\r\n")
+        .has("* LIST (\\HasNoChildren) \".\" Projects.2024\r\n")
+        .ends("a6 OK");
+    // Only the child is subscribed: `%` shows the parent, \Noselect; `*` shows the child.
+    h.send("b1 SUBSCRIBE Projects.2024").ends("b1 OK");
+    h.send("b2 LSUB \"\" \"%\"")
+        .has("* LSUB (\\Noselect \\HasChildren) \".\" Projects\r\n")
+        .lacks("Projects.2024")
+        .ends("b2 OK");
+    h.send("b3 LSUB \"\" \"*\"")
+        .has("* LSUB (\\HasNoChildren) \".\" Projects.2024\r\n")
+        .lacks("\" Projects\r\n")
+        .ends("b3 OK");
+    h.send("b4 SUBSCRIBE Projects").ends("b4 OK");
+    h.send("b5 LSUB \"\" \"%\"")
+        .has("* LSUB (\\HasChildren) \".\" Projects\r\n")
+        .ends("b5 OK");
+}

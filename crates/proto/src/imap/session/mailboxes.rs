@@ -144,6 +144,17 @@ impl Session {
     }
 
     pub(super) fn create(&mut self, tag: Tag<'static>, mailbox: &Mailbox<'_>) {
+        // RFC 3501 §6.3.3: a trailing delimiter declares that names will be made under this
+        // one. Any folder here can have sub-folders, so the declaration is dropped.
+        let declared = match mailbox {
+            Mailbox::Other(other) => other
+                .as_ref()
+                .strip_suffix(&[DELIMITER as u8])
+                .filter(|name| !name.is_empty())
+                .and_then(|name| Mailbox::try_from(name.to_vec()).ok()),
+            Mailbox::Inbox => None,
+        };
+        let mailbox = declared.as_ref().unwrap_or(mailbox);
         self.simple(tag, mailbox, "CREATE completed", |folder| Request::Create {
             folder,
         })
@@ -248,9 +259,28 @@ impl Session {
             let prefix = format!("{name}{DELIMITER}");
             folders.iter().any(|f| f.starts_with(&prefix))
         };
+        // RFC 3501 §6.3.9: when `%` stops short of a subscribed name, LSUB shows the level it
+        // stops at, \Noselect, even though that level is not subscribed.
+        let mut unsubscribed_parents: HashSet<String> = HashSet::new();
+        if lsub {
+            let chosen: HashSet<&str> = subscribed.iter().map(String::as_str).collect();
+            for name in subscribed.iter().filter(|n| !wildcard_match(pattern, n)) {
+                let mut parent = name.as_str();
+                while let Some((p, _)) = parent.rsplit_once(DELIMITER) {
+                    if !chosen.contains(p) && wildcard_match(pattern, p) {
+                        unsubscribed_parents.insert(p.to_owned());
+                    }
+                    parent = p;
+                }
+            }
+        }
         // Parents of existing folders that do not exist themselves are shown \Noselect.
         let mut names: Vec<String> = if lsub {
-            subscribed.to_vec()
+            subscribed
+                .iter()
+                .cloned()
+                .chain(unsubscribed_parents.iter().cloned())
+                .collect()
         } else {
             let mut all: Vec<String> = folders.to_vec();
             for f in folders {
@@ -272,7 +302,7 @@ impl Session {
         }
         for name in names.iter().filter(|n| wildcard_match(pattern, n)) {
             let mut items = Vec::new();
-            if !existing.contains(name.as_str()) {
+            if !existing.contains(name.as_str()) || unsubscribed_parents.contains(name) {
                 items.push(FlagNameAttribute::Noselect);
             }
             let children = if has_children(name) {
