@@ -487,6 +487,10 @@ impl Folder {
             let gone_set: std::collections::HashSet<u32> = gone.iter().copied().collect();
             self.entries.retain(|e| !gone_set.contains(&e.uid));
             self.reindex();
+            // This view may be older than the list on disk (another session appended since
+            // our last scan): merge with it first, or writing our view would drop those
+            // messages' UIDs and a later scan would number them again.
+            self.scan_locked(false, true)?;
             self.write_uidlist()?;
         }
         Ok(gone)

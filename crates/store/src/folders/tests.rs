@@ -387,3 +387,27 @@ fn recent_goes_to_the_first_select_whatever_brought_the_message() {
     assert_eq!(recent(&inbox), 3);
     assert_eq!(store.status("INBOX").unwrap().recent, 0);
 }
+
+#[test]
+fn an_expunge_by_a_stale_session_keeps_what_others_added() {
+    let (_root, store) = mailstore();
+    deliver(&store, "Subject: 1\r\n\r\none\r\n");
+    let mut a = Folder::open(&store, "INBOX", true).unwrap();
+    let mut b = Folder::open(&store, "INBOX", true).unwrap();
+    // `a` appends two and expunges the first; `b` has not scanned since, and expunges too.
+    let gone = a
+        .append(b"Subject: a\r\n\r\nx\r\n", Flags::DELETED, &[], None)
+        .unwrap();
+    let kept = a
+        .append(b"Subject: b\r\n\r\ny\r\n", Flags::NONE, &[], None)
+        .unwrap();
+    a.expunge(&[gone]).unwrap();
+    b.store(&[1], FlagOp::Add, Flags::DELETED, &[]).unwrap();
+    b.expunge(&[1]).unwrap();
+    // A third session must see the kept message under the UID its APPEND was given, and a
+    // UID once given is never given again.
+    let c = Folder::open(&store, "INBOX", false).unwrap();
+    let uids: Vec<u32> = c.entries().iter().map(|e| e.uid).collect();
+    assert_eq!(uids, [kept], "the UID APPENDUID told");
+    assert!(c.uidnext() > kept);
+}
