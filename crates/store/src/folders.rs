@@ -2,9 +2,10 @@
 //! the file names (`:2,FRS`), and UIDs that survive restarts and are shared by every session.
 //!
 //! **Where UIDs live, and why there.** Each folder holds a `dirmail-uidlist` file (in the spirit
-//! of Dovecot's `dovecot-uidlist`): a header with UIDVALIDITY and UIDNEXT, then one line per
-//! message, `<uid> <internal date> <size> <unique name>`. It is changed only under an exclusive
-//! lock on `dirmail-uidlist.lock` and replaced whole (written aside, fsynced, renamed over).
+//! of Dovecot's `dovecot-uidlist`): a header with UIDVALIDITY, UIDNEXT and the first UID still
+//! `\Recent`, then one line per message, `<uid> <internal date> <size> <unique name>`. It is
+//! changed only under an exclusive lock on `dirmail-uidlist.lock` and replaced whole (written
+//! aside, fsynced, renamed over).
 //! A file per folder rather than a table in the SQLite store because:
 //! - the Maildir stays self-describing: a backup, a restore or a move of one mailbox directory
 //!   keeps its UIDs, and other Maildir tools can go on reading the messages and flags;
