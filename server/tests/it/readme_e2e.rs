@@ -157,8 +157,9 @@ struct Group(u32);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.0)])
+        // The shell's own `kill`, which takes `-GROUP` (procps' kill reads it as a signal).
+        let _ = Command::new("sh")
+            .args(["-c", "kill -KILL -\"$1\"", "sh", &self.0.to_string()])
             .stderr(Stdio::null())
             .status();
     }
