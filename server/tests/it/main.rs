@@ -34,6 +34,7 @@ mod hostile_throttle;
 mod imap_async;
 mod imap_imaplib;
 mod input_budget;
+mod login_cache;
 mod mail_secret;
 mod outbound;
 mod outbound_postfix;
