@@ -119,9 +119,11 @@ impl Site {
     fn new(name: &str) -> Site {
         let s = Scratch::new();
         // Clear-text logins over plain TCP keep these tests' client small; TLS is covered
-        // elsewhere.
+        // elsewhere. No login cache: these tests are about what the DC answers, which the
+        // cache would stand in for after the first login (docs/spec.md §2.1).
         s.config(&format!(
             "[server]\nhostname = \"mail.example.jp\"\n[tls]\nplaintext_auth = \"loopback\"\n\
+             [auth]\ncache_ttl = \"0\"\n\
              [smtp]\nport = 0\nsubmission_port = 0\nsmtps_port = false\n\
              [pop3]\nport = 0\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n{}",
             directory_section(dc(), &format!("IMSUsers-{name}"), &dc().ldaps_url())
