@@ -92,17 +92,18 @@ fn timed(f: impl FnOnce()) -> Duration {
 }
 
 fn benches(c: &mut Criterion) {
-    let cache = CredentialCache::new(CacheSettings {
-        ttl: Duration::from_secs(3600),
-        negative_ttl: Duration::from_secs(30),
-        size: 10_000,
-    })
-    .expect("a key")
-    .expect("on");
-    let cache = Some(&cache);
     for method in ["local", "passwd-file"] {
         let root = tempfile::tempdir().expect("temporary directory");
         let store = store(root.path(), method);
+        // A cache per store, as a server has: the generations of two stores do not compare.
+        let cache = CredentialCache::new(CacheSettings {
+            ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(30),
+            size: 10_000,
+        })
+        .expect("a key")
+        .expect("on");
+        let cache = Some(&cache);
         // Warm up, and fill the cache.
         accept(&store, None);
         accept(&store, cache);
