@@ -33,6 +33,7 @@ fn snapshot() -> Snapshot {
                 recent: false,
             })
             .collect(),
+        keywords: Vec::new(),
     }
 }
 

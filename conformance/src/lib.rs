@@ -11,11 +11,14 @@
 //! - [`serve`]: the server under test, started and stopped by a scenario.
 //! - [`wire`]: connections to it: TLS, raw bytes, replies framed per protocol.
 //! - [`process`]: child processes with deadlines, their output captured.
+//! - [`background`]: programs kept running beside the server (receiving mail servers), and
+//!   the scenario's DNS server through the `dns-fixture` crate (in [`run`]).
 //! - [`samba`]: the run's Samba AD domain controller, for scenarios that need one.
 //! - [`text`] and [`json`]: how actual output is compared with what a step expects.
 //! - [`report`]: the terminal table, `junit.xml` and `report.md`.
 //! - [`cli`]: the `conformance` command.
 
+pub mod background;
 pub mod cli;
 pub mod json;
 pub mod process;

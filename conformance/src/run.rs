@@ -7,9 +7,11 @@
 //! failing step; whatever happens, its connections are dropped and its server stopped before
 //! the directory goes.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -21,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::background::Background;
 use crate::process::{Output, execute};
 use crate::scenario::{
-    ExecStep, Expect, FilesStep, LogCheck, PutStep, Replies, RunStep, Scenario, Step, StopStep,
-    WireAction, WireStep,
+    Again, DnsData, DnsRecord, ExecStep, Expect, FilesStep, LogCheck, PutStep, Replies, RunStep,
+    Scenario, StartStep, Step, StopStep, WireAction, WireStep,
 };
 use crate::serve::{Server, Stopped};
 use crate::wire::{self, Conn};
@@ -38,6 +41,25 @@ const STOP_WITHIN: Duration = Duration::from_secs(40);
 
 /// How many lines of the server's log a failure shows.
 const LOG_TAIL: usize = 40;
+
+/// How often a step with `within` looks again.
+const AGAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// Numbers the scenarios of this process, so each gets loopback addresses of its own.
+static SCENARIO_SERIAL: AtomicUsize = AtomicUsize::new(0);
+
+/// The loopback addresses of scenario `serial` (`{addr:NAME}`): 127.X.Y.2, .3, … with X and
+/// Y from the serial, away from 127.0.0.0/16 where the integration tests put theirs. All of
+/// 127.0.0.0/8 reaches the loopback interface on Linux.
+fn scenario_address(serial: usize, index: usize) -> Ipv4Addr {
+    let serial = serial % (50 * 250);
+    Ipv4Addr::new(
+        127,
+        200 + (serial / 250) as u8,
+        (serial % 250) as u8 + 1,
+        2 + (index % 250) as u8,
+    )
+}
 
 /// How scenarios are run.
 #[derive(Debug, Clone)]
@@ -210,9 +232,15 @@ impl Runner {
             dir_text: dir.path().to_string_lossy().into_owned(),
             fixtures_text: self.fixtures.to_string_lossy().into_owned(),
             ad,
+            serial: SCENARIO_SERIAL.fetch_add(1, Ordering::Relaxed),
             ports: BTreeMap::new(),
+            free_ports: RefCell::new(BTreeMap::new()),
+            addrs: RefCell::new(Vec::new()),
+            vars: BTreeMap::new(),
             conns: BTreeMap::new(),
             server: None,
+            background: BTreeMap::new(),
+            dns: None,
         };
         if let Some(config) = &scenario.config {
             let path = dir.path().join("dirmail.toml");
@@ -244,12 +272,24 @@ struct Context<'a> {
     fixtures_text: String,
     /// `{ad:KEY}` → value, from the Samba DC, for scenarios with `directory = "samba"`.
     ad: Vec<(String, String)>,
+    /// This scenario's number in the run, for its loopback addresses.
+    serial: usize,
     /// Listener name to port, once the server has started.
     ports: BTreeMap<String, u16>,
+    /// `{port:NAME}` for a name that is no listener: a port picked free on first use.
+    free_ports: RefCell<BTreeMap<String, u16>>,
+    /// `{addr:NAME}`, in order of first use: the scenario's loopback addresses.
+    addrs: RefCell<Vec<String>>,
+    /// `{var:NAME}`: values captured by `capture`.
+    vars: BTreeMap<String, String>,
     /// Open connections by name. Declared before `server`, so they are dropped first.
     conns: BTreeMap<String, Conn>,
     /// The server last started, running or stopped (its log stays readable).
     server: Option<Server>,
+    /// Programs started by `start` steps, by name.
+    background: BTreeMap<String, Background>,
+    /// The DNS server of the `dns` step, on `{port:dns}`.
+    dns: Option<dns_fixture::DnsServer>,
 }
 
 /// What went wrong in a step, before it is numbered.
@@ -290,24 +330,78 @@ fn tail(text: &str, n: usize) -> String {
 
 /// `{port:NAME}` left in `text` after substitution: a listener that is not running.
 fn unresolved_port(text: &str) -> Option<&str> {
-    let start = text.find("{port:")? + "{port:".len();
+    placeholder(text, "port")
+}
+
+/// The first `{KIND:NAME}` in `text`: its NAME.
+fn placeholder<'t>(text: &'t str, kind: &str) -> Option<&'t str> {
+    let open = format!("{{{kind}:");
+    let start = text.find(&open)? + open.len();
     let end = text[start..].find('}')?;
     Some(&text[start..start + end])
 }
 
+/// A port of 127.0.0.1 free for UDP and TCP at this moment (a DNS server needs both; a
+/// receiving server on the scenario's own addresses finds it free there too).
+fn free_port() -> Result<u16, String> {
+    dns_fixture::free_port(Ipv4Addr::LOCALHOST).map_err(|e| format!("no free port: {e}"))
+}
+
 impl Context<'_> {
-    /// `{dir}`, `{fixtures}`, `{ad:KEY}` and `{port:NAME}` of each running listener.
+    /// `{dir}`, `{fixtures}`, `{dirmail}`, `{ad:KEY}`, `{var:NAME}`, `{addr:NAME}`, and
+    /// `{port:NAME}` of each running listener or, for a name that is no listener, a free port
+    /// picked on first use.
     fn subst(&self, text: &str) -> String {
         let mut text = text
             .replace("{dir}", &self.dir_text)
-            .replace("{fixtures}", &self.fixtures_text);
+            .replace("{fixtures}", &self.fixtures_text)
+            .replace("{dirmail}", &self.runner.dirmail.to_string_lossy());
         if text.contains("{ad:") {
             for (key, value) in &self.ad {
                 text = text.replace(&format!("{{ad:{key}}}"), value);
             }
         }
+        if text.contains("{var:") {
+            for (key, value) in &self.vars {
+                text = text.replace(&format!("{{var:{key}}}"), value);
+            }
+        }
+        while let Some(name) = placeholder(&text, "addr") {
+            let name = name.to_owned();
+            let mut addrs = self.addrs.borrow_mut();
+            let index = match addrs.iter().position(|a| *a == name) {
+                Some(index) => index,
+                None => {
+                    addrs.push(name.clone());
+                    addrs.len() - 1
+                }
+            };
+            let addr = scenario_address(self.serial, index);
+            text = text.replace(&format!("{{addr:{name}}}"), &addr.to_string());
+        }
         if text.contains("{port:") {
             for (name, port) in &self.ports {
+                text = text.replace(&format!("{{port:{name}}}"), &port.to_string());
+            }
+            let mut from = 0;
+            while let Some(name) = text.get(from..).and_then(|rest| unresolved_port(rest)) {
+                let name = name.to_owned();
+                if crate::scenario::listener(&name).is_some() {
+                    // A listener of a server not started yet: left for subst_all to report.
+                    from = text[from..]
+                        .find("{port:")
+                        .map_or(text.len(), |i| from + i + 1);
+                    continue;
+                }
+                let mut free = self.free_ports.borrow_mut();
+                let port = match free.get(&name) {
+                    Some(port) => *port,
+                    None => match free_port() {
+                        Ok(port) => *free.entry(name.clone()).or_insert(port),
+                        // Left as it is; subst_all reports it.
+                        Err(_) => break,
+                    },
+                };
                 text = text.replace(&format!("{{port:{name}}}"), &port.to_string());
             }
         }
@@ -323,6 +417,12 @@ impl Context<'_> {
             .into_iter()
             .map(|text| {
                 let done = self.subst(text);
+                if let Some(name) = placeholder(&done, "var") {
+                    return Err(format!(
+                        "`{{var:{name}}}`: no earlier step captured `{name}`"
+                    )
+                    .into());
+                }
                 match unresolved_port(&done) {
                     Some(name) => Err(format!(
                         "`{{port:{name}}}`: no listener `{name}` is running (start the server with a `serve` step first)"
@@ -381,6 +481,9 @@ impl Context<'_> {
             Step::Serve => "dirmail serve".into(),
             Step::Stop(_) => "stop the server (SIGTERM)".into(),
             Step::Log(_) => "check the server log".into(),
+            Step::Dns(records) => format!("serve {} DNS record(s)", records.len()),
+            Step::Start(start) => format!("start {}: {}", start.name, joined(&start.argv)),
+            Step::Kill(name) => format!("kill {name} (SIGKILL)"),
             Step::Wire(WireStep { conn, action }) => {
                 let what = match action {
                     WireAction::Connect { listener, .. } => format!("connect to {listener}"),
@@ -404,6 +507,9 @@ impl Context<'_> {
             Step::Stop(stop) => self.stop_step(stop),
             Step::Log(log) => self.log_step(log),
             Step::Wire(wire) => self.wire_step(wire),
+            Step::Dns(records) => self.dns_step(records),
+            Step::Start(start) => self.start_step(start),
+            Step::Kill(name) => self.kill_step(name),
         }
     }
 
@@ -419,53 +525,100 @@ impl Context<'_> {
         command
     }
 
-    fn run_step(&self, run: &RunStep) -> Result<(), StepProblem> {
-        let dirmail = self.runner.dirmail.to_string_lossy();
-        let mut command = self.command(&dirmail);
-        command.args(self.subst_all(&run.args)?);
-        for (key, value) in &run.env {
-            command.env(key, self.subst(value));
-        }
+    fn run_step(&mut self, run: &RunStep) -> Result<(), StepProblem> {
+        let dirmail = self.runner.dirmail.to_string_lossy().into_owned();
+        let args = self.subst_all(&run.args)?;
         let stdin = run.stdin.as_ref().map(|s| self.subst(s));
-        self.finish(command, stdin, &run.expect, self.runner.timeout)
+        let make = || {
+            let mut command = self.command(&dirmail);
+            command.args(&args);
+            for (key, value) in &run.env {
+                command.env(key, self.subst(value));
+            }
+            command
+        };
+        let stdout = self.finish(make, stdin, &run.expect, &run.again, self.runner.timeout)?;
+        self.capture(&run.again, &stdout)
     }
 
-    fn exec_step(&self, exec: &ExecStep) -> Result<(), StepProblem> {
+    fn exec_step(&mut self, exec: &ExecStep) -> Result<(), StepProblem> {
         let argv = self.subst_all(&exec.argv)?;
-        let mut command = self.command(&argv[0]);
-        command.args(&argv[1..]);
+        let mut env = Vec::new();
         for (key, value) in &exec.env {
-            command.env(key, self.subst_all([value])?.remove(0));
+            env.push((key, self.subst_all([value])?.remove(0)));
         }
         let stdin = match &exec.stdin {
             Some(text) => Some(self.subst_all([text])?.remove(0)),
             None => None,
         };
+        let make = || {
+            let mut command = self.command(&argv[0]);
+            command.args(&argv[1..]);
+            command.envs(env.iter().map(|(k, v)| (k, v)));
+            command
+        };
         let timeout = exec.timeout.unwrap_or(self.runner.timeout);
-        self.finish(command, stdin, &exec.expect, timeout)
+        let stdout = self.finish(make, stdin, &exec.expect, &exec.again, timeout)?;
+        self.capture(&exec.again, &stdout)
     }
 
-    /// Runs `command` and checks what it did against `expect`.
+    /// Runs the command `make` builds and checks what it did against `expect`, again until it
+    /// passes if the step has `within`; returns its standard output.
     fn finish(
         &self,
-        command: Command,
+        make: impl Fn() -> Command,
         stdin: Option<String>,
         expect: &Expect,
+        again: &Again,
         timeout: Duration,
-    ) -> Result<(), StepProblem> {
-        let program = command.get_program().to_string_lossy().into_owned();
-        let output = execute(command, stdin, timeout)
-            .map_err(|e| StepProblem::from(format!("cannot start {program}: {e}")))?;
-        let problems = check_output(&self.expect(expect), &output, timeout);
-        if problems.is_empty() {
+    ) -> Result<String, StepProblem> {
+        let deadline = again.within.map(|within| Instant::now() + within);
+        loop {
+            let command = make();
+            let program = command.get_program().to_string_lossy().into_owned();
+            let output = execute(command, stdin.clone(), timeout)
+                .map_err(|e| StepProblem::from(format!("cannot start {program}: {e}")))?;
+            let mut problems = check_output(&self.expect(expect), &output, timeout);
+            if problems.is_empty() {
+                return Ok(output.stdout);
+            }
+            if deadline.is_some_and(|d| Instant::now() < d) {
+                thread::sleep(AGAIN_EVERY);
+                continue;
+            }
+            if let Some(within) = again.within {
+                problems.push(format!(
+                    "(still so after {} s of retries)",
+                    within.as_secs_f64()
+                ));
+            }
+            let mut outputs = vec![
+                ("stdout".to_owned(), output.stdout),
+                ("stderr".to_owned(), output.stderr),
+            ];
+            outputs.extend(self.diagnostics());
+            return Err(StepProblem { problems, outputs });
+        }
+    }
+
+    /// `capture = { NAME = "/pointer" }`: values of the step's JSON output for `{var:NAME}`.
+    fn capture(&mut self, again: &Again, stdout: &str) -> Result<(), StepProblem> {
+        if again.capture.is_empty() {
             return Ok(());
         }
-        let mut outputs = vec![
-            ("stdout".to_owned(), output.stdout),
-            ("stderr".to_owned(), output.stderr),
-        ];
-        outputs.extend(self.server_log());
-        Err(StepProblem { problems, outputs })
+        let value: Value = serde_json::from_str(stdout)
+            .map_err(|e| format!("`capture`: the output is not JSON ({e})"))?;
+        for (name, pointer) in &again.capture {
+            let found = value.pointer(pointer).ok_or_else(|| {
+                format!("`capture`: the output has nothing at {pointer:?} for `{name}`")
+            })?;
+            let text = match found {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            self.vars.insert(name.clone(), text);
+        }
+        Ok(())
     }
 
     /// The tail of the server's log, when a server has run: it often says why.
@@ -474,7 +627,140 @@ impl Context<'_> {
         Some(("server log".to_owned(), tail(&server.log(), LOG_TAIL)))
     }
 
+    /// What helps to see why a step failed: the server's log and the output of every program
+    /// running in the background.
+    fn diagnostics(&self) -> Vec<(String, String)> {
+        let mut outputs: Vec<(String, String)> = self.server_log().into_iter().collect();
+        for (name, program) in &self.background {
+            outputs.push((
+                format!("output of {name}"),
+                tail(&program.output(), LOG_TAIL),
+            ));
+        }
+        if let Some(dns) = &self.dns {
+            outputs.push(("DNS server log".to_owned(), tail(&dns.log(), LOG_TAIL)));
+        }
+        outputs
+    }
+
+    fn dns_step(&mut self, records: &[DnsRecord]) -> Result<(), StepProblem> {
+        let mut set = dns_fixture::Records::new();
+        let mut local = Vec::new();
+        for record in records {
+            let name = self.subst_all([&record.name])?.remove(0);
+            if !local.contains(&name) {
+                set = set.local_domain(&name);
+                local.push(name.clone());
+            }
+            set = match &record.data {
+                DnsData::Mx {
+                    preference,
+                    exchange,
+                } => {
+                    let exchange = self.subst_all([exchange])?.remove(0);
+                    set.mx(&name, &exchange, *preference)
+                }
+                DnsData::Address(address) => {
+                    let text = self.subst_all([address])?.remove(0);
+                    let address: IpAddr = text
+                        .parse()
+                        .map_err(|_| format!("`dns`: {text:?} is not an IP address"))?;
+                    set.host(&name, &[address])
+                }
+                DnsData::Txt(text) => set.txt(&name, &self.subst_all([text])?.remove(0)),
+                DnsData::Local => set,
+            };
+        }
+        let port: u16 = self
+            .subst_all([&"{port:dns}".to_owned()])?
+            .remove(0)
+            .parse()
+            .map_err(|_| "no port for the DNS server".to_owned())?;
+        // A second `dns` step replaces the first server, on the same port.
+        self.dns = None;
+        let server = dns_fixture::DnsServer::start_on(&set, port)
+            .map_err(|e| format!("the DNS server (dnsmasq) did not start: {e}"))?;
+        self.dns = Some(server);
+        Ok(())
+    }
+
+    fn start_step(&mut self, start: &StartStep) -> Result<(), StepProblem> {
+        if self.background.contains_key(&start.name) {
+            return Err(format!(
+                "`{}` is already running; `kill` it first or name another with `as`",
+                start.name
+            )
+            .into());
+        }
+        let argv = self.subst_all(&start.argv)?;
+        let mut command = self.command(&argv[0]);
+        command.args(&argv[1..]);
+        for (key, value) in &start.env {
+            command.env(key, self.subst_all([value])?.remove(0));
+        }
+        let ready = match &start.ready {
+            Some(text) => Some(self.subst_all([text])?.remove(0)),
+            None => None,
+        };
+        let program = Background::start(command, ready.as_deref()).map_err(|e| StepProblem {
+            problems: vec![e],
+            outputs: self.diagnostics(),
+        })?;
+        self.background.insert(start.name.clone(), program);
+        Ok(())
+    }
+
+    fn kill_step(&mut self, name: &str) -> Result<(), StepProblem> {
+        if name == "serve" {
+            return match &mut self.server {
+                Some(server) => {
+                    if !server.is_running() {
+                        return Err("the server is not running".to_owned().into());
+                    }
+                    server.kill();
+                    Ok(())
+                }
+                None => Err("no server to kill: start it with a `serve` step"
+                    .to_owned()
+                    .into()),
+            };
+        }
+        match self.background.get_mut(name) {
+            Some(program) => {
+                program.kill();
+                // Its output stays for the reports, under a name that can be started again.
+                if let Some(program) = self.background.remove(name) {
+                    self.background.insert(format!("{name} (killed)"), program);
+                }
+                Ok(())
+            }
+            None => Err(format!("nothing named `{name}` was started").into()),
+        }
+    }
+
     fn files_step(&self, files: &FilesStep) -> Result<(), StepProblem> {
+        let deadline = files.within.map(|within| Instant::now() + within);
+        loop {
+            let problems = self.file_problems(files);
+            if problems.is_empty() {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() < d) {
+                thread::sleep(AGAIN_EVERY);
+                continue;
+            }
+            return Err(StepProblem {
+                problems,
+                outputs: if files.within.is_some() {
+                    self.diagnostics()
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+    }
+
+    fn file_problems(&self, files: &FilesStep) -> Vec<String> {
         let mut problems = Vec::new();
         for path in &files.exists {
             if fs::symlink_metadata(self.dir.join(path)).is_err() {
@@ -543,11 +829,7 @@ impl Context<'_> {
                 Err(e) => problems.push(format!("{path}: {e}")),
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.into())
-        }
+        problems
     }
 
     fn put_step(&self, put: &PutStep) -> Result<(), StepProblem> {
@@ -622,7 +904,7 @@ impl Context<'_> {
             return Ok(());
         }
         let mut outputs = vec![("stdout after ready".to_owned(), rest)];
-        outputs.extend(self.server_log());
+        outputs.extend(self.diagnostics());
         Err(StepProblem { problems, outputs })
     }
 
@@ -638,7 +920,7 @@ impl Context<'_> {
         }
         Err(StepProblem {
             problems,
-            outputs: self.server_log().into_iter().collect(),
+            outputs: self.diagnostics(),
         })
     }
 
@@ -725,7 +1007,7 @@ impl Context<'_> {
         if let Some(conn) = conn.and_then(|name| self.conns.get(name).map(|c| (name, c))) {
             outputs.push((format!("transcript of {}", conn.0), conn.1.transcript()));
         }
-        outputs.extend(self.server_log());
+        outputs.extend(self.diagnostics());
         StepProblem { problems, outputs }
     }
 }
@@ -966,6 +1248,17 @@ mod tests {
             check_output(&expect(), &killed, Duration::from_secs(1)),
             ["did not finish within 1 s and was killed"]
         );
+    }
+
+    #[test]
+    fn each_scenario_has_loopback_addresses_of_its_own() {
+        assert_eq!(scenario_address(0, 0), Ipv4Addr::new(127, 200, 1, 2));
+        assert_eq!(scenario_address(0, 1), Ipv4Addr::new(127, 200, 1, 3));
+        assert_eq!(scenario_address(251, 0), Ipv4Addr::new(127, 201, 2, 2));
+        assert!(scenario_address(usize::MAX, usize::MAX).is_loopback());
+        assert_ne!(scenario_address(1, 0), scenario_address(2, 0));
+        assert_eq!(placeholder("a {addr:mx1} b", "addr"), Some("mx1"));
+        assert_eq!(placeholder("a {addr:mx1 b", "addr"), None);
     }
 
     #[test]

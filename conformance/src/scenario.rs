@@ -59,6 +59,86 @@ pub enum Step {
     Log(LogCheck),
     /// `connect`, `send`, `starttls`, `close`, `expect_closed`: one action on a connection.
     Wire(WireStep),
+    /// `dns = [records…]`: (re)start the scenario's DNS server on `127.0.0.1:{port:dns}`.
+    Dns(Vec<DnsRecord>),
+    /// `start = [program, args…]`: a program kept running in the background (a receiving
+    /// mail server), named with `as`, until it is killed or the scenario ends.
+    Start(StartStep),
+    /// `kill = "NAME"`: SIGKILL to a background program, or to the server (`"serve"`).
+    Kill(String),
+}
+
+/// One record of a `dns` step, `NAME TYPE VALUE`; placeholders in it are filled at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsRecord {
+    pub name: String,
+    pub data: DnsData,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DnsData {
+    /// `example.org MX 10 mx1.example.org`; a null MX is `MX 0 .`.
+    Mx { preference: u16, exchange: String },
+    /// `mx1.example.org A 127.0.0.2` (or `AAAA`), the address usually `{addr:NAME}`.
+    Address(String),
+    /// `s1._domainkey.example.jp TXT v=DKIM1; …`: the rest of the line.
+    Txt(String),
+    /// `nothing.example LOCAL`: no records; the name is answered NXDOMAIN, not REFUSED.
+    Local,
+}
+
+/// The record types a `dns` step knows, for messages.
+pub const DNS_TYPES: &str = "MX, A, AAAA, TXT, LOCAL";
+
+impl DnsRecord {
+    pub fn parse(line: &str) -> Result<DnsRecord, String> {
+        let line = line.trim();
+        let mut words = line.splitn(3, char::is_whitespace);
+        let name = words.next().unwrap_or("").to_owned();
+        let kind = words.next().unwrap_or("").to_ascii_uppercase();
+        let rest = words.next().unwrap_or("").trim().to_owned();
+        let bad = |why: &str| format!("`dns` record {line:?}: {why}");
+        if name.is_empty() || kind.is_empty() {
+            return Err(bad(&format!("write it `NAME TYPE VALUE` ({DNS_TYPES})")));
+        }
+        let data = match kind.as_str() {
+            "MX" => {
+                let mut parts = rest.split_whitespace();
+                let (Some(pref), Some(exchange), None) = (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(bad("an MX record is `NAME MX PREFERENCE EXCHANGE`"));
+                };
+                let preference = pref
+                    .parse()
+                    .map_err(|_| bad("the preference is a number from 0 to 65535"))?;
+                DnsData::Mx {
+                    preference,
+                    exchange: exchange.to_owned(),
+                }
+            }
+            "A" | "AAAA" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                DnsData::Address(rest)
+            }
+            "A" | "AAAA" => return Err(bad("an address record is `NAME A ADDRESS`")),
+            "TXT" if !rest.is_empty() => DnsData::Txt(rest),
+            "TXT" => return Err(bad("a TXT record needs its text")),
+            "LOCAL" if rest.is_empty() => DnsData::Local,
+            "LOCAL" => return Err(bad("`NAME LOCAL` takes no value")),
+            other => return Err(bad(&format!("unknown type {other}; known: {DNS_TYPES}"))),
+        };
+        Ok(DnsRecord { name, data })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartStep {
+    /// The name `kill` and failure reports use (`as`).
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Text the program prints (standard output or error) once it is ready; the step waits
+    /// for it. Without it, the step returns once the program has started.
+    pub ready: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +149,17 @@ pub struct RunStep {
     /// Extra environment for this run only.
     pub env: BTreeMap<String, String>,
     pub expect: Expect,
+    pub again: Again,
+}
+
+/// What a `run` or `exec` step keeps and repeats: values captured from its JSON output for
+/// `{var:NAME}` in later steps, and how long it is run again until its checks pass.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Again {
+    /// `capture = { NAME = "/json/pointer" }`.
+    pub capture: BTreeMap<String, String>,
+    /// `within = SECONDS`: repeated until it passes or this long has gone by.
+    pub within: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +171,7 @@ pub struct ExecStep {
     /// Overrides the runner's `--timeout` for this program.
     pub timeout: Option<Duration>,
     pub expect: Expect,
+    pub again: Again,
 }
 
 /// What a run must produce. Unset fields are not checked, except the exit code (default 0).
@@ -106,6 +198,9 @@ pub struct FilesStep {
     pub file_contains: BTreeMap<String, Vec<String>>,
     /// File (or directory: every file directly in it) to texts it must not contain.
     pub file_lacks: BTreeMap<String, Vec<String>>,
+    /// `within = SECONDS`: checked again until they hold or this long has gone by (what a
+    /// server delivers in the background arrives a little later).
+    pub within: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -450,6 +545,8 @@ const RUN_KEYS: &[&str] = &[
     "stderr",
     "stderr_contains",
     "json",
+    "capture",
+    "within",
 ];
 
 const KINDS: &[Kind] = &[
@@ -471,6 +568,8 @@ const KINDS: &[Kind] = &[
             "stderr_contains",
             "json",
             "timeout",
+            "capture",
+            "within",
         ],
     },
     Kind {
@@ -483,7 +582,7 @@ const KINDS: &[Kind] = &[
             "file_contains",
             "file_lacks",
         ],
-        keys: &[],
+        keys: &["within"],
     },
     Kind {
         name: "put",
@@ -530,6 +629,21 @@ const KINDS: &[Kind] = &[
         name: "close",
         primary: &["close"],
         keys: &["as"],
+    },
+    Kind {
+        name: "dns",
+        primary: &["dns"],
+        keys: &[],
+    },
+    Kind {
+        name: "start",
+        primary: &["start"],
+        keys: &["as", "env", "ready"],
+    },
+    Kind {
+        name: "kill",
+        primary: &["kill"],
+        keys: &[],
     },
 ];
 
@@ -619,6 +733,8 @@ struct RawStep {
     stderr_contains: Option<Vec<String>>,
     json: Option<Value>,
     timeout: Option<f64>,
+    capture: Option<BTreeMap<String, String>>,
+    within: Option<f64>,
 
     exists: Option<Vec<String>>,
     absent: Option<Vec<String>>,
@@ -649,6 +765,11 @@ struct RawStep {
     expect_contains: Option<Vec<String>>,
     expect_lacks: Option<Vec<String>>,
     expect_quiet: Option<bool>,
+
+    dns: Option<Vec<String>>,
+    start: Option<Vec<String>>,
+    ready: Option<String>,
+    kill: Option<String>,
 }
 
 /// `run = "add example.jp"` or `run = ["add", "example.jp"]`.
@@ -672,6 +793,19 @@ fn check_step(table: toml::Table) -> Result<Step, String> {
         .try_into()
         .map_err(|e: toml::de::Error| e.to_string().trim().replace('\n', " "))?;
     raw.check(kind)
+}
+
+/// `KEY = SECONDS`, a positive number.
+fn seconds(key: &str, value: Option<f64>) -> Result<Option<Duration>, String> {
+    match value {
+        Some(secs) if secs > 0.0 && secs.is_finite() && secs < 86_400.0 => {
+            Ok(Some(Duration::from_secs_f64(secs)))
+        }
+        Some(secs) => Err(format!(
+            "`{key} = {secs}` is not a positive number of seconds"
+        )),
+        None => Ok(None),
+    }
 }
 
 /// A switch such as `serve = true`: only `true` means anything.
@@ -724,8 +858,61 @@ impl RawStep {
                 }
                 Ok(Step::Log(log))
             }
+            "dns" => {
+                let lines = self.dns.unwrap_or_default();
+                if lines.is_empty() {
+                    return Err("`dns` lists no records".into());
+                }
+                let records = lines
+                    .iter()
+                    .map(|line| DnsRecord::parse(line))
+                    .collect::<Result<_, _>>()?;
+                Ok(Step::Dns(records))
+            }
+            "start" => {
+                let argv = self.start.unwrap_or_default();
+                if argv.first().is_none_or(|program| program.is_empty()) {
+                    return Err("`start` needs a program: start = [\"python3\", \"…\"]".into());
+                }
+                let name = self.conn.unwrap_or_default();
+                if name.is_empty() || name == "serve" {
+                    return Err(
+                        "`start` needs a name with `as` (not \"serve\", the server's)".into(),
+                    );
+                }
+                Ok(Step::Start(StartStep {
+                    name,
+                    argv,
+                    env: self.env.unwrap_or_default(),
+                    ready: self.ready,
+                }))
+            }
+            "kill" => match self.kill {
+                Some(name) if !name.is_empty() => Ok(Step::Kill(name)),
+                _ => Err("`kill` names a started program, or \"serve\"".into()),
+            },
             _ => self.wire_step(),
         }
+    }
+
+    fn again(&mut self) -> Result<Again, String> {
+        let capture = self.capture.take().unwrap_or_default();
+        for (name, pointer) in &capture {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "`capture`: {name:?} is not a name (letters, digits, _)"
+                ));
+            }
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                return Err(format!(
+                    "`capture`: {pointer:?} is not a JSON pointer (\"/entries/0/id\")"
+                ));
+            }
+        }
+        Ok(Again {
+            capture,
+            within: seconds("within", self.within.take())?,
+        })
     }
 
     fn expect(&mut self) -> Result<Expect, String> {
@@ -754,6 +941,7 @@ impl RawStep {
             stdin: self.stdin.take(),
             env: self.env.take().unwrap_or_default(),
             expect: self.expect()?,
+            again: self.again()?,
         }))
     }
 
@@ -762,17 +950,14 @@ impl RawStep {
         if argv.first().is_none_or(|program| program.is_empty()) {
             return Err("`exec` needs a program: exec = [\"/usr/bin/python3\", \"…\"]".into());
         }
-        let timeout = match self.timeout {
-            Some(secs) if secs > 0.0 && secs.is_finite() => Some(Duration::from_secs_f64(secs)),
-            Some(secs) => return Err(format!("`timeout = {secs}` is not a positive number")),
-            None => None,
-        };
+        let timeout = seconds("timeout", self.timeout.take())?;
         Ok(Step::Exec(ExecStep {
             argv,
             stdin: self.stdin.take(),
             env: self.env.take().unwrap_or_default(),
             timeout,
             expect: self.expect()?,
+            again: self.again()?,
         }))
     }
 
@@ -783,6 +968,7 @@ impl RawStep {
             count: self.count.unwrap_or_default(),
             file_contains: self.file_contains.unwrap_or_default(),
             file_lacks: self.file_lacks.unwrap_or_default(),
+            within: seconds("within", self.within)?,
             ..FilesStep::default()
         };
         for (path, bits) in self.mode.unwrap_or_default() {
@@ -1218,6 +1404,87 @@ put = { path = "a/b/1.test", text = "Subject: x\r\n\r\nhi\r\n" }
                 .unwrap_err()
                 .contains("`exec` step")
         );
+    }
+
+    #[test]
+    fn outbound_steps_parse() {
+        let Step::Dns(records) = step(
+            "dns = [\"example.org MX 10 mx.example.org\", \"mx.example.org A {addr:mx}\", \
+             \"nomail.example mx 0 .\", \"s._domainkey.example.jp TXT v=DKIM1; p=abc\", \
+             \"gone.example LOCAL\"]",
+        )
+        .unwrap() else {
+            panic!("not a dns step");
+        };
+        assert_eq!(
+            records[0].data,
+            DnsData::Mx {
+                preference: 10,
+                exchange: "mx.example.org".into()
+            }
+        );
+        assert_eq!(records[1].data, DnsData::Address("{addr:mx}".into()));
+        assert_eq!(records[3].data, DnsData::Txt("v=DKIM1; p=abc".into()));
+        assert_eq!(records[4].data, DnsData::Local);
+        for (bad, why) in [
+            ("dns = []", "no records"),
+            ("dns = [\"example.org\"]", "NAME TYPE VALUE"),
+            ("dns = [\"example.org MX ten mx\"]", "preference"),
+            ("dns = [\"example.org MX 10\"]", "PREFERENCE EXCHANGE"),
+            ("dns = [\"example.org SRV 1 2 3 x\"]", "unknown type SRV"),
+            ("dns = [\"example.org TXT\"]", "needs its text"),
+        ] {
+            assert!(step(bad).unwrap_err().contains(why), "{bad}");
+        }
+
+        let Step::Start(start) =
+            step("start = [\"python3\", \"r.py\"]\nas = \"mx\"\nready = \"ready\"").unwrap()
+        else {
+            panic!("not a start step");
+        };
+        assert_eq!(
+            (start.name.as_str(), start.ready.as_deref()),
+            ("mx", Some("ready"))
+        );
+        assert!(step("start = [\"x\"]").unwrap_err().contains("`as`"));
+        assert!(
+            step("start = [\"x\"]\nas = \"serve\"")
+                .unwrap_err()
+                .contains("`as`")
+        );
+        assert_eq!(
+            step("kill = \"serve\"").unwrap(),
+            Step::Kill("serve".into())
+        );
+        assert!(step("kill = \"\"").is_err());
+
+        let Step::Run(run) =
+            step("run = \"queue list --json\"\ncapture = { id = \"/entries/0/id\" }\nwithin = 2.5")
+                .unwrap()
+        else {
+            panic!("not a run step");
+        };
+        assert_eq!(run.again.capture["id"], "/entries/0/id");
+        assert_eq!(run.again.within, Some(Duration::from_millis(2500)));
+        assert!(
+            step("run = \"x\"\ncapture = { id = \"entries\" }")
+                .unwrap_err()
+                .contains("JSON pointer")
+        );
+        assert!(
+            step("run = \"x\"\ncapture = { \"a b\" = \"/x\" }")
+                .unwrap_err()
+                .contains("not a name")
+        );
+        assert!(
+            step("run = \"x\"\nwithin = -1")
+                .unwrap_err()
+                .contains("within")
+        );
+        let Step::Files(files) = step("count = { \"a\" = 1 }\nwithin = 3").unwrap() else {
+            panic!("not a files step");
+        };
+        assert_eq!(files.within, Some(Duration::from_secs(3)));
     }
 
     #[test]

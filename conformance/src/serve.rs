@@ -44,8 +44,33 @@ enum Fill {
 /// The scenario's `config` with the runner's defaults filled in where it says nothing; its
 /// own keys, comments and layout are kept.
 pub fn merged_config(config: Option<&str>) -> Result<String, String> {
+    // `{port:NAME}` may stand where TOML wants a number (`port = {port:mx}`), which is not
+    // TOML until it is filled in at run time: each is masked as a number no port can be for
+    // the merge, and put back after.
+    let mut masked = config.unwrap_or("").to_owned();
+    let mut placeholders = Vec::new();
+    while let Some(start) = masked.find("{port:") {
+        let Some(len) = masked[start..].find('}') else {
+            break;
+        };
+        let placeholder = masked[start..=start + len].to_owned();
+        let mask = format!("{}", PORT_MASK + placeholders.len() as u64);
+        masked = masked.replace(&placeholder, &mask);
+        placeholders.push((mask, placeholder));
+    }
+    let merged = merge_defaults(&masked)?;
+    Ok(placeholders
+        .iter()
+        .fold(merged, |text, (mask, placeholder)| {
+            text.replace(mask.as_str(), placeholder)
+        }))
+}
+
+/// The first of the numbers that stand for `{port:NAME}` during a merge.
+const PORT_MASK: u64 = 4_000_000_000;
+
+fn merge_defaults(config: &str) -> Result<String, String> {
     let mut doc: DocumentMut = config
-        .unwrap_or("")
         .parse()
         .map_err(|e| format!("`config` is not TOML: {e}"))?;
     for (table, key, default) in DEFAULTS {
@@ -224,6 +249,17 @@ impl Server {
         outcome
     }
 
+    /// SIGKILL to its process group at once, as a crash would end it (`kill = "serve"`).
+    pub fn kill(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        kill_group(self.child.id());
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+        self.drain();
+    }
+
     /// Waits a moment for the output pipes to reach their end, so the last lines are kept.
     fn drain(&self) {
         let until = Instant::now() + Duration::from_secs(2);
@@ -268,6 +304,17 @@ pub fn parse_ready(stdout: &str) -> Option<(BTreeMap<String, u16>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_placeholders_survive_the_merge_where_numbers_go() {
+        let merged = merged_config(Some(
+            "[outbound]\nport = {port:mx}\ndns = \"x:{port:dns}\"\n",
+        ))
+        .unwrap();
+        assert!(merged.contains("port = {port:mx}"), "{merged}");
+        assert!(merged.contains("\"x:{port:dns}\""), "{merged}");
+        assert!(merged.contains("[smtp]"), "{merged}");
+    }
 
     #[test]
     fn defaults_fill_only_what_is_missing() {

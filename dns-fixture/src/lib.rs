@@ -139,7 +139,7 @@ impl DnsServer {
         }
         let mut last = None;
         for _ in 0..PORT_TRIES {
-            match DnsServer::start_once(records) {
+            match DnsServer::start_once(records, free_port(Ipv4Addr::LOCALHOST)?) {
                 Ok(server) => return Ok(server),
                 Err(e) => last = Some(e),
             }
@@ -147,9 +147,18 @@ impl DnsServer {
         Err(last.unwrap_or_else(|| io::Error::other("dnsmasq did not start")))
     }
 
-    fn start_once(records: &Records) -> io::Result<DnsServer> {
+    /// Starts dnsmasq on `127.0.0.1:<port>`, a port the caller chose beforehand (the
+    /// conformance runner writes it into a configuration file before the records are known),
+    /// and returns once it answers.
+    pub fn start_on(records: &Records, port: u16) -> io::Result<DnsServer> {
+        if let Some(mistake) = &records.mistake {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, mistake.clone()));
+        }
+        DnsServer::start_once(records, port)
+    }
+
+    fn start_once(records: &Records, port: u16) -> io::Result<DnsServer> {
         let ip = Ipv4Addr::LOCALHOST;
-        let port = free_port(ip)?;
         let dir = tempfile::Builder::new().prefix("dns-fixture-").tempdir()?;
         let conf = dir.path().join("dnsmasq.conf");
         let mut text = String::from(
@@ -245,8 +254,8 @@ fn dnsmasq_program() -> PathBuf {
     }
 }
 
-/// A port free for both UDP and TCP at this moment.
-fn free_port(ip: Ipv4Addr) -> io::Result<u16> {
+/// A port of `ip` free for both UDP and TCP at this moment.
+pub fn free_port(ip: Ipv4Addr) -> io::Result<u16> {
     for _ in 0..20 {
         let udp = UdpSocket::bind((ip, 0))?;
         let port = udp.local_addr()?.port();

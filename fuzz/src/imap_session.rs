@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use dirmail_proto::imap::{
     AnswerError, Config, Event, Failure, MessageMeta, Reply, Request, Response, Session, Snapshot,
 };
-use dirmail_proto::imap::mailbox::{Flags, FolderStatus, INBOX, check_name};
+use dirmail_proto::imap::mailbox::{Flags, FolderStatus, INBOX, check_name, keyword_bits};
 use imap_codec::decode::Decoder;
 use imap_codec::{GreetingCodec, ResponseCodec};
 use imap_types::auth::AuthMechanism;
@@ -140,6 +140,7 @@ struct Folder {
     uidvalidity: u32,
     uidnext: u32,
     messages: Vec<Stored>,
+    keywords: Vec<String>,
 }
 
 impl Folder {
@@ -147,6 +148,7 @@ impl Folder {
         Folder {
             uidvalidity,
             uidnext: 1,
+            keywords: Vec::new(),
             messages: Vec::new(),
         }
     }
@@ -172,6 +174,7 @@ impl Folder {
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
             messages: self.messages.iter().map(|m| m.meta).collect(),
+            keywords: self.keywords.clone(),
         }
     }
 }
@@ -340,17 +343,28 @@ impl Store {
                 ),
                 None => Response::Failed(Failure::Unavailable),
             },
-            Request::Store { uids, op, flags } => match self.selected_mut() {
-                Some(f) => Response::Flags(
-                    f.messages
+            Request::Store {
+                uids,
+                op,
+                flags,
+                keywords,
+            } => match self.selected_mut() {
+                Some(f) => {
+                    let (bits, _) = keyword_bits(&mut f.keywords, keywords);
+                    let changed = f
+                        .messages
                         .iter_mut()
                         .filter(|m| uids.contains(&m.meta.uid))
                         .map(|m| {
-                            m.meta.flags = op.apply(m.meta.flags, *flags);
+                            m.meta.flags = op.apply(m.meta.flags, flags.union(bits));
                             (m.meta.uid, m.meta.flags)
                         })
-                        .collect(),
-                ),
+                        .collect();
+                    Response::Flags {
+                        changed,
+                        keywords: f.keywords.clone(),
+                    }
+                }
                 None => Response::Failed(Failure::Unavailable),
             },
             Request::Expunge { uids } => match self.selected_mut() {

@@ -13,12 +13,13 @@ use dirmail_directory::cache::{CacheSettings, CredentialCache};
 use dirmail_directory::login::{self, LoginError, Service};
 use dirmail_outbound::LocalDelivery;
 use dirmail_proto::auth::Credentials;
-use dirmail_proto::names::{Address, DomainName, MailboxName};
+use dirmail_proto::names::DomainName;
 use dirmail_store as store;
 use dirmail_store::queue::{Entry, Queue};
+use dirmail_store::rules::alias::ExpandError;
 use dirmail_store::rules::r15_quota_admits;
 use dirmail_store::spool::{self, SpoolFile};
-use dirmail_store::{MailboxRow, Store, StoreError, maildir, secrets};
+use dirmail_store::{MailboxRow, Store, StoreError, aliases, maildir, secrets};
 
 /// Shared by every connection of a running server.
 pub struct Backend {
@@ -44,16 +45,45 @@ impl std::fmt::Debug for Backend {
 /// What a recipient address is to this server.
 #[derive(Debug, Clone)]
 pub enum RecipientVerdict {
-    /// A local mailbox: where its Maildir is and what its quota leaves (R15).
-    Local {
-        mailbox: MailboxRow,
-        maildir: PathBuf,
-        quota_left: Option<u64>,
-    },
-    /// A local domain without that mailbox (R17).
+    /// A local address: the mailboxes its mail goes to (one, unless it is an alias) and the
+    /// outside addresses an alias sends it on to (R28).
+    Local(Destinations),
+    /// A local domain without that address (R17).
     LocalUnknown,
+    /// R28: the address's aliases loop or nest too deep (the store was changed behind the
+    /// administration tool's back); the words are for the log.
+    AliasLoop(String),
     /// Not one of our domains.
     NotLocal,
+}
+
+/// Where a local address's mail goes.
+#[derive(Debug, Clone, Default)]
+pub struct Destinations {
+    /// Each final mailbox once.
+    pub mailboxes: Vec<LocalTarget>,
+    /// Outside addresses an alias points at: through the outbound queue.
+    pub outside: Vec<String>,
+    /// Whether an alias was followed (false: the address is a mailbox itself).
+    pub through_alias: bool,
+    /// Alias targets that name nothing any more (skipped; for the log).
+    pub dangling: Vec<String>,
+}
+
+impl Destinations {
+    /// The least room any of the mailboxes has left (R15), when one has a quota.
+    pub fn quota_left(&self) -> Option<u64> {
+        self.mailboxes.iter().filter_map(|t| t.quota_left).min()
+    }
+}
+
+/// One local mailbox a recipient reaches.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    pub mailbox: MailboxRow,
+    pub maildir: PathBuf,
+    /// What its quota leaves (R15), when it has one.
+    pub quota_left: Option<u64>,
 }
 
 /// Why a recipient could not be looked up: the store, or the directory (R24).
@@ -164,8 +194,9 @@ impl Backend {
         vec![mailbox.address.to_string()]
     }
 
-    /// Looks a recipient up: a local mailbox, a local domain without it, or elsewhere. R12:
-    /// `postmaster@<local domain>` (and a bare `postmaster`) always resolve to a mailbox.
+    /// Looks a recipient up: a local address (a mailbox, or an alias expanded to its mailboxes
+    /// and outside addresses, R28), a local domain without it, or elsewhere. R12:
+    /// `postmaster@<local domain>` (and a bare `postmaster`) always resolve.
     pub fn check_recipient(
         &self,
         local_part: &str,
@@ -191,35 +222,39 @@ impl Backend {
                 }
                 None => return Ok(RecipientVerdict::NotLocal),
             };
-            let address = MailboxName::parse(local_part, method.max_name_len())
-                .ok()
-                .map(|name| Address {
-                    name,
-                    domain: domain_row.name.clone(),
+            let address = format!("{local_part}@{}", domain_row.name);
+            let expansion = match aliases::expand(conn, &address) {
+                Ok(expansion) => expansion,
+                Err(ExpandError::Lookup(e)) => return Err(e.into()),
+                Err(e) => return Ok(RecipientVerdict::AliasLoop(e.to_string())),
+            };
+            let mut destinations = Destinations {
+                mailboxes: Vec::new(),
+                outside: expansion.outside,
+                through_alias: expansion.through_alias,
+                dangling: expansion.dangling,
+            };
+            for mailbox in expansion.mailboxes {
+                // R23: under ad, only a member of the mail group receives mail.
+                if method == AuthMethod::Ad && !self.gets_mail(&mailbox)? {
+                    destinations.dangling.push(mailbox.address.to_string());
+                    continue;
+                }
+                let maildir = layout.maildir(&store.mailroot, &mailbox.address);
+                let quota_left = match mailbox.quota_bytes {
+                    Some(limit) => Some(limit.saturating_sub(maildir::usage(&maildir)?.bytes)),
+                    None => None,
+                };
+                destinations.mailboxes.push(LocalTarget {
+                    mailbox,
+                    maildir,
+                    quota_left,
                 });
-            let mut mailbox = match &address {
-                Some(a) => store::find_mailbox(conn, a)?,
-                None => None,
-            };
-            if mailbox.is_none() && local_part.eq_ignore_ascii_case("postmaster") {
-                mailbox = store::postmaster_of(conn, &domain_row)?;
             }
-            let Some(mailbox) = mailbox else {
-                return Ok(RecipientVerdict::LocalUnknown);
-            };
-            if method == AuthMethod::Ad && !self.gets_mail(&mailbox)? {
+            if destinations.mailboxes.is_empty() && destinations.outside.is_empty() {
                 return Ok(RecipientVerdict::LocalUnknown);
             }
-            let maildir = layout.maildir(&store.mailroot, &mailbox.address);
-            let quota_left = match mailbox.quota_bytes {
-                Some(limit) => Some(limit.saturating_sub(maildir::usage(&maildir)?.bytes)),
-                None => None,
-            };
-            Ok(RecipientVerdict::Local {
-                mailbox,
-                maildir,
-                quota_left,
-            })
+            Ok(RecipientVerdict::Local(destinations))
         })?
     }
 
@@ -339,18 +374,27 @@ impl Backend {
 /// The queue runner's way into the local mailboxes (a bounce to a local sender, mostly): the
 /// same lookup as RCPT and the same durable delivery (R15, R18) as SMTP's.
 impl dirmail_outbound::Mailboxes for Backend {
-    fn deliver_local(&self, address: &str, message: &std::path::Path) -> LocalDelivery {
+    fn deliver_local(
+        &self,
+        address: &str,
+        reverse_path: &str,
+        message: &std::path::Path,
+    ) -> LocalDelivery {
         let Some((local_part, domain)) = address.rsplit_once('@') else {
             return LocalDelivery::NotLocal;
         };
-        let (mailbox, maildir) = match self.check_recipient(local_part, Some(domain)) {
+        let destinations = match self.check_recipient(local_part, Some(domain)) {
             Ok(RecipientVerdict::NotLocal) => return LocalDelivery::NotLocal,
             Ok(RecipientVerdict::LocalUnknown) => {
                 return LocalDelivery::Refused("550 5.1.1 No such mailbox here".into());
             }
-            Ok(RecipientVerdict::Local {
-                mailbox, maildir, ..
-            }) => (mailbox, maildir),
+            Ok(RecipientVerdict::AliasLoop(why)) => {
+                tracing::warn!(address, "alias loop refused: {why}");
+                return LocalDelivery::Refused(
+                    "550 5.4.6 Alias loop: mail to this address cannot be delivered".into(),
+                );
+            }
+            Ok(RecipientVerdict::Local(destinations)) => destinations,
             Err(e) => return LocalDelivery::Failed(format!("451 4.4.3 {e}")),
         };
         // A copy in the spool, streamed, so the delivery is the one SMTP uses.
@@ -371,7 +415,31 @@ impl dirmail_outbound::Mailboxes for Backend {
             Ok(spool) => spool,
             Err(e) => return LocalDelivery::Failed(format!("451 4.3.0 {e}")),
         };
-        match self.deliver(&[(mailbox, maildir)], &spool) {
+        if destinations.through_alias {
+            tracing::info!(
+                address,
+                mailboxes = ?destinations.mailboxes.iter().map(|t| t.mailbox.address.to_string()).collect::<Vec<_>>(),
+                outside = ?destinations.outside,
+                "alias expanded"
+            );
+        }
+        if !destinations.outside.is_empty() {
+            // A new entry; the nudge has the runner read the queue within a second (it is
+            // the runner that called, so it cannot be told through its own channel here).
+            if let Err(e) = self.enqueue(&spool, reverse_path, &destinations.outside) {
+                return LocalDelivery::Failed(format!("451 4.3.0 {e}"));
+            }
+            self.queue.nudge();
+        }
+        if destinations.mailboxes.is_empty() {
+            return LocalDelivery::Delivered;
+        }
+        let targets: Vec<(MailboxRow, PathBuf)> = destinations
+            .mailboxes
+            .into_iter()
+            .map(|t| (t.mailbox, t.maildir))
+            .collect();
+        match self.deliver(&targets, &spool) {
             DeliveryOutcome::Delivered => LocalDelivery::Delivered,
             DeliveryOutcome::QuotaExceeded(who) => {
                 LocalDelivery::Failed(format!("452 4.2.2 The mailbox {who} is full"))

@@ -120,6 +120,7 @@ fn snapshot(folder: &Folder) -> Snapshot {
                 recent: e.recent,
             })
             .collect(),
+        keywords: folder.keywords().to_vec(),
     }
 }
 
@@ -188,11 +189,12 @@ async fn answer(
             Some(Err(e)) => Response::Failed(failure(peer, e)),
             None => Response::Failed(Failure::Unavailable),
         },
-        Request::Select { folder, .. } => {
+        Request::Select { folder, read_only } => {
             state.folder = None;
+            // EXAMINE looks at `\Recent` without taking it (RFC 3501 §6.3.2).
             let opened = blocking(move || {
                 let stamp = change_stamp(&store.dir_of(&folder));
-                Folder::open(&store, &folder, true).map(|f| (f, stamp))
+                Folder::open(&store, &folder, !read_only).map(|f| (f, stamp))
             })
             .await;
             match opened {
@@ -208,8 +210,9 @@ async fn answer(
         }
         Request::Refresh => with_folder(state, peer, |folder| {
             let stamp = change_stamp(folder.dir());
-            folder.scan(true)?;
-            Ok((snapshot(folder), stamp))
+            let claims = folder.claims_recent();
+            folder.scan(claims)?;
+            Ok::<_, std::io::Error>((snapshot(folder), stamp))
         })
         .await
         .map(|(snapshot, stamp)| {
@@ -225,11 +228,21 @@ async fn answer(
         .await
         .map(Response::Messages)
         .unwrap_or_else(Response::Failed),
-        Request::Store { uids, op, flags } => {
-            let result =
-                with_folder(state, peer, move |folder| folder.store(&uids, op, flags)).await;
+        Request::Store {
+            uids,
+            op,
+            flags,
+            keywords,
+        } => {
+            let result = with_folder(state, peer, move |folder| {
+                let changed = folder.store(&uids, op, flags, &keywords)?;
+                Ok::<_, FolderError>((changed, folder.keywords().to_vec()))
+            })
+            .await;
             notify(shared, state);
-            result.map(Response::Flags).unwrap_or_else(Response::Failed)
+            result
+                .map(|(changed, keywords)| Response::Flags { changed, keywords })
+                .unwrap_or_else(Response::Failed)
         }
         Request::Expunge { uids } => {
             let result = with_folder(state, peer, move |folder| folder.expunge(&uids)).await;
@@ -244,9 +257,22 @@ async fn answer(
         Request::Append {
             folder,
             flags,
+            keywords,
             date,
             message,
-        } => append(shared, peer, state, store, folder, flags, date, message).await,
+        } => {
+            append(
+                shared,
+                peer,
+                state,
+                store,
+                folder,
+                (flags, keywords),
+                date,
+                message,
+            )
+            .await
+        }
     }
 }
 
@@ -259,10 +285,10 @@ fn done(peer: SocketAddr, result: Option<Result<(), FolderError>>) -> Response {
 }
 
 /// Runs `f` on the selected folder on the blocking pool, handing the folder back afterwards.
-async fn with_folder<T: Send + 'static>(
+async fn with_folder<T: Send + 'static, E: Into<FolderError> + Send + 'static>(
     state: &mut State,
     peer: SocketAddr,
-    f: impl FnOnce(&mut Folder) -> std::io::Result<T> + Send + 'static,
+    f: impl FnOnce(&mut Folder) -> Result<T, E> + Send + 'static,
 ) -> Result<T, Failure> {
     let Some(mut folder) = state.folder.take() else {
         return Err(Failure::Unavailable);
@@ -364,7 +390,7 @@ async fn append(
     state: &mut State,
     store: Mailstore,
     folder: String,
-    flags: dirmail_store::folders::Flags,
+    (flags, keywords): (dirmail_store::folders::Flags, Vec<String>),
     date: Option<i64>,
     message: Vec<u8>,
 ) -> Response {
@@ -383,8 +409,8 @@ async fn append(
     let into_selected = state.folder.as_ref().is_some_and(|f| f.name() == folder);
     let result = if into_selected {
         with_folder(state, peer, move |f| {
-            Ok((
-                f.append(&message, flags, date)?,
+            Ok::<_, FolderError>((
+                f.append(&message, flags, &keywords, date)?,
                 f.uidvalidity(),
                 f.dir().to_owned(),
             ))
@@ -393,7 +419,7 @@ async fn append(
     } else {
         match blocking(move || {
             let mut target = Folder::open(&store, &folder, false)?;
-            let uid = target.append(&message, flags, date)?;
+            let uid = target.append(&message, flags, &keywords, date)?;
             Ok::<_, FolderError>((uid, target.uidvalidity(), target.dir().to_owned()))
         })
         .await

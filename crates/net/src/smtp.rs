@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::backend::{Backend, DeliveryOutcome, RecipientVerdict, is_disk_full};
+use super::backend::{Backend, DeliveryOutcome, Destinations, RecipientVerdict, is_disk_full};
 use super::driver::{self, Accepted, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
 use super::shared::{Service, Shared};
@@ -69,8 +69,9 @@ pub async fn serve(
 struct Smtp {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    /// Accepted local recipients of the current transaction, by the key the core carries.
-    locals: HashMap<String, (MailboxRow, PathBuf)>,
+    /// Accepted local recipients of the current transaction, by the key the core carries: a
+    /// mailbox's id, or `alias:` and the address for what an alias expands to (R28).
+    locals: HashMap<String, Destinations>,
     /// The message coming in (DATA), removed when dropped.
     spool: Option<SpoolFile>,
 }
@@ -128,7 +129,7 @@ async fn check_recipient(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     address: RcptAddress,
-    locals: &mut HashMap<String, (MailboxRow, PathBuf)>,
+    locals: &mut HashMap<String, Destinations>,
 ) -> Response {
     let (local_part, domain) = match &address {
         RcptAddress::Postmaster => ("postmaster".to_owned(), None),
@@ -140,17 +141,33 @@ async fn check_recipient(
     })
     .await;
     match verdict {
-        Ok(Ok(RecipientVerdict::Local {
-            mailbox,
-            maildir,
-            quota_left,
-        })) => {
-            let key = mailbox.id.to_string();
-            locals.insert(key.clone(), (mailbox, maildir));
+        Ok(Ok(RecipientVerdict::Local(destinations))) => {
+            let quota_left = destinations.quota_left();
+            let key = match destinations.mailboxes.as_slice() {
+                [one] if !destinations.through_alias => one.mailbox.id.to_string(),
+                _ => {
+                    let written = address.as_written();
+                    let mailboxes: Vec<String> = destinations
+                        .mailboxes
+                        .iter()
+                        .map(|t| t.mailbox.address.to_string())
+                        .collect();
+                    tracing::info!(%peer, address = %written, ?mailboxes, outside = ?destinations.outside, "alias expanded (R28)");
+                    if !destinations.dangling.is_empty() {
+                        tracing::warn!(%peer, address = %written, skipped = ?destinations.dangling, "alias targets that receive no mail were skipped");
+                    }
+                    format!("alias:{}", written.to_lowercase())
+                }
+            };
+            locals.insert(key.clone(), destinations);
             Response::Local {
                 mailbox: key,
                 quota_left,
             }
+        }
+        Ok(Ok(RecipientVerdict::AliasLoop(why))) => {
+            tracing::warn!(%peer, address = %address.as_written(), "refused: {why} (R28)");
+            Response::AliasLoop
         }
         Ok(Ok(RecipientVerdict::LocalUnknown)) => Response::LocalUnknown,
         Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
@@ -268,7 +285,7 @@ async fn deliver(
     peer: SocketAddr,
     delivery: Delivery,
     spool: Option<SpoolFile>,
-    locals: &mut HashMap<String, (MailboxRow, PathBuf)>,
+    locals: &mut HashMap<String, Destinations>,
 ) -> Response {
     let Some(mut spool) = spool else {
         tracing::error!(%peer, "the end of DATA without a spool file");
@@ -280,18 +297,28 @@ async fn deliver(
     for recipient in &delivery.recipients {
         match &recipient.target {
             Target::Local { mailbox } => {
-                // One copy per mailbox, however many of its addresses were named.
-                if targets.iter().any(|(m, _)| m.id.to_string() == *mailbox) {
-                    continue;
+                let Some(found) = locals.get(mailbox) else {
+                    return Response::TempFail;
+                };
+                // One copy per mailbox, however many of its addresses (and aliases) were named.
+                for target in &found.mailboxes {
+                    if !targets.iter().any(|(m, _)| m.id == target.mailbox.id) {
+                        targets.push((target.mailbox.clone(), target.maildir.clone()));
+                    }
                 }
-                match locals.get(mailbox) {
-                    Some(found) => targets.push(found.clone()),
-                    None => return Response::TempFail,
+                // An alias's outside targets: through the outbound queue, like a relay.
+                for outside in &found.outside {
+                    if !remote.iter().any(|r| r.eq_ignore_ascii_case(outside)) {
+                        remote.push(outside.clone());
+                    }
                 }
             }
             // R16 let the client relay: the outbound queue takes it.
             Target::Relay => {
-                if !remote.contains(&recipient.address) {
+                if !remote
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&recipient.address))
+                {
                     remote.push(recipient.address.clone());
                 }
             }

@@ -1,6 +1,6 @@
 //! The queue runner inside `serve`: delivers what the outbound queue holds, retries on the
 //! `[queue] retry` schedule, gives up after `max_age`, sends the notifications (RFC 3464) and
-//! removes finished entries (docs/spec.md, "Outbound: the queue and delivery").
+//! removes finished entries (docs/spec.md §11.3).
 //!
 //! In memory it keeps only each entry's id and next due time; an entry is loaded from its
 //! envelope file when it is worked on, and saved (replaced whole, fsynced) after each attempt.
@@ -40,11 +40,15 @@ pub const MAX_PER_DESTINATION: usize = 4;
 /// The queue directory is read again this often, to see what another process changed (the
 /// `dirmail queue` commands).
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the runner looks whether the administration tool nudged it (`Queue::nudge`): one
+/// `stat` of one file, so a `queue retry` takes effect within this.
+pub const NUDGE_CHECK: Duration = Duration::from_secs(1);
 
 /// The server's own mailboxes, as the runner needs them. Blocking: called off the async threads.
 pub trait Mailboxes: Send + Sync + 'static {
-    /// Delivers the message at `message` to `address` when it is a local address.
-    fn deliver_local(&self, address: &str, message: &Path) -> LocalDelivery;
+    /// Delivers the message at `message` to `address` when it is a local address; an alias's
+    /// outside targets are queued again with `reverse_path` (empty: the null sender).
+    fn deliver_local(&self, address: &str, reverse_path: &str, message: &Path) -> LocalDelivery;
 }
 
 /// What [`Mailboxes::deliver_local`] did.
@@ -194,6 +198,8 @@ async fn run(
     let mut schedule = Schedule::default();
     let mut workers: JoinSet<(String, Option<i64>)> = JoinSet::new();
     let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+    let mut nudge_check = tokio::time::interval(NUDGE_CHECK);
+    let mut nudged = context.queue.nudged_at();
     loop {
         while workers.len() < MAX_ENTRIES_AT_ONCE {
             let Some(id) = schedule.take_due(now()) else {
@@ -223,6 +229,13 @@ async fn run(
                 }
             }
             _ = rescan.tick() => scan(&context, &mut schedule).await,
+            _ = nudge_check.tick() => {
+                let now_nudged = context.queue.nudged_at();
+                if now_nudged != nudged {
+                    nudged = now_nudged;
+                    scan(&context, &mut schedule).await;
+                }
+            }
             () = tokio::time::sleep(wait) => {}
         }
     }
@@ -409,10 +422,11 @@ async fn attempt_all(
         };
         let address = recipient.address.clone();
         let mailboxes = Arc::clone(&context.mailboxes);
-        let (who, file) = (address.clone(), path.to_owned());
-        let local = tokio::task::spawn_blocking(move || mailboxes.deliver_local(&who, &file))
-            .await
-            .unwrap_or_else(|e| LocalDelivery::Failed(format!("451 4.3.0 {e}")));
+        let (who, from, file) = (address.clone(), entry.reverse_path.clone(), path.to_owned());
+        let local =
+            tokio::task::spawn_blocking(move || mailboxes.deliver_local(&who, &from, &file))
+                .await
+                .unwrap_or_else(|e| LocalDelivery::Failed(format!("451 4.3.0 {e}")));
         let host = Some(format!("{} (local)", context.hostname));
         let decided = |disposition, reply: String| Attempt {
             address: address.clone(),

@@ -1,5 +1,5 @@
 //! STARTTLS for outbound delivery: a rustls client whose certificate check depends on
-//! `[outbound] tls` (docs/spec.md, "Outbound: the queue and delivery").
+//! `[outbound] tls` (docs/spec.md §11.3).
 //!
 //! The receiver's certificate is checked against the Web PKI roots (webpki-roots) and the MX
 //! host's name. With `tls = "required"` a certificate that does not verify fails the

@@ -40,7 +40,7 @@ fn fetched(name: &str) -> String {
         MessageDataItemName::Envelope,
         MessageDataItemName::BodyStructure,
     ];
-    let reply = fetch::reply(&items, 1, &meta, Some(&raw), false)
+    let reply = fetch::reply(&items, 1, &meta, &[], Some(&raw), false)
         .ok()
         .flatten()
         .expect("a FETCH reply");

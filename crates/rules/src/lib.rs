@@ -9,6 +9,8 @@
 //! hold is taken, and the Active Directory rules in `dirmail_directory::ad`. The tidy test
 //! (`xtask/tests/tidy.rs`) checks that every rule has exactly one such function.
 
+pub mod alias;
+
 use std::path::{Path, PathBuf};
 
 use dirmail_proto::names::Address;
@@ -236,10 +238,11 @@ pub fn r9_shared_layout_name_unique(
     }
 }
 
-/// R12: the mailbox that receives `postmaster@` a domain: its administrator mailbox when one is
-/// set (and exists), else the first mailbox created in it.
-pub fn r12_postmaster<T>(admin: Option<T>, first: Option<T>) -> Option<T> {
-    admin.or(first)
+/// R12: where `postmaster@` a domain goes: where the administrator pointed it (`dirmail alias
+/// add postmaster@DOMAIN …`, or the old administrator mailbox) when set, else the first mailbox
+/// created in the domain. A mailbox named `postmaster` is found before this is asked.
+pub fn r12_postmaster<T>(pointed: Option<T>, first: Option<T>) -> Option<T> {
+    pointed.or(first)
 }
 
 /// R13: a locked mailbox still receives mail, but its user cannot log in to read it. R14

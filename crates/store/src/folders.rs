@@ -2,9 +2,10 @@
 //! the file names (`:2,FRS`), and UIDs that survive restarts and are shared by every session.
 //!
 //! **Where UIDs live, and why there.** Each folder holds a `dirmail-uidlist` file (in the spirit
-//! of Dovecot's `dovecot-uidlist`): a header with UIDVALIDITY and UIDNEXT, then one line per
-//! message, `<uid> <internal date> <size> <unique name>`. It is changed only under an exclusive
-//! lock on `dirmail-uidlist.lock` and replaced whole (written aside, fsynced, renamed over).
+//! of Dovecot's `dovecot-uidlist`): a header with UIDVALIDITY, UIDNEXT and the first UID still
+//! `\Recent`, then one line per message, `<uid> <internal date> <size> <unique name>`. It is
+//! changed only under an exclusive lock on `dirmail-uidlist.lock` and replaced whole (written
+//! aside, fsynced, renamed over).
 //! A file per folder rather than a table in the SQLite store because:
 //! - the Maildir stays self-describing: a backup, a restore or a move of one mailbox directory
 //!   keeps its UIDs, and other Maildir tools can go on reading the messages and flags;
@@ -21,24 +22,31 @@
 //! The unique name (the file name up to `:`) never changes once delivered: moving a message from
 //! `new/` to `cur/` and changing its flags only rename it, so POP3's UIDL stays stable.
 //!
+//! Keywords (`$Junk`, a client's tags) are letters `a`–`z` in the file name too, each naming a
+//! line of the folder's `dirmail-keywords` (see `keywords.rs` for why that is crash-safe).
+//!
 //! The module's files: `mailstore.rs` (the folders of a mailbox: list, create, delete, rename,
 //! subscriptions, status), `folder.rs` (one open folder: scan, read, flags, expunge, append,
-//! copy), `uidlist.rs` (the `dirmail-uidlist` format) and `lock.rs` (the lock file and the
-//! durable replacement of a file, which they share).
+//! copy), `uidlist.rs` (the `dirmail-uidlist` format), `keywords.rs` (the `dirmail-keywords`
+//! format) and `lock.rs` (the lock file and the durable replacement of a file, which they
+//! share).
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use dirmail_proto::imap::mailbox::{
-    DELIMITER, FlagOp, Flags, FolderStatus, INBOX, InvalidName, MAX_NAME_LEN, check_name,
+    DELIMITER, FlagOp, Flags, FolderStatus, INBOX, InvalidName, MAX_KEYWORDS, MAX_NAME_LEN,
+    check_name,
 };
 
 mod folder;
+mod keywords;
 mod lock;
 mod mailstore;
 mod uidlist;
 
 pub use folder::{Entry, Folder, change_stamp};
+pub use keywords::KEYWORDS;
 pub use mailstore::Mailstore;
 pub use uidlist::UIDLIST;
 

@@ -3,6 +3,7 @@
 //! Every rule check runs in the same `BEGIN IMMEDIATE` transaction as the change it guards, so
 //! two administrators racing cannot both slip past a rule (R2, R3, R9).
 
+pub mod aliases;
 pub mod dkim_keys;
 pub mod folders;
 pub mod maildir;
@@ -170,7 +171,7 @@ pub fn set_setting(conn: &Connection, key: &str, value: &str) -> Result<(), Stor
 }
 
 /// The login cache's generation: a counter that every change able to make a remembered login
-/// wrong increases (triggers of schema migration 4, and [`credentials_changed`]). A server
+/// wrong increases (triggers of schema migration 5, and [`credentials_changed`]). A server
 /// compares it with the one its cache was filled under before answering from the cache.
 pub fn credential_generation(conn: &Connection) -> Result<u64, StoreError> {
     let value: i64 = conn.query_row(
@@ -399,26 +400,6 @@ pub fn first_mailbox_of(
             mailbox_row,
         )
         .optional()?)
-}
-
-/// The mailbox that receives `postmaster@` this domain: reads the facts R12 decides on (the
-/// administrator mailbox, if set and still there, and the first mailbox created).
-pub fn postmaster_of(
-    conn: &Connection,
-    domain: &DomainRow,
-) -> Result<Option<MailboxRow>, StoreError> {
-    let admin = match &domain.admin_mailbox {
-        Some(admin) => find_mailbox(
-            conn,
-            &Address {
-                name: MailboxName::unvalidated(admin.clone()),
-                domain: domain.name.clone(),
-            },
-        )?,
-        None => None,
-    };
-    let first = first_mailbox_of(conn, domain.id)?;
-    Ok(dirmail_rules::r12_postmaster(admin, first))
 }
 
 /// R22: marks a mailbox as having its Active Directory user.

@@ -46,6 +46,9 @@ pub const QUEUE_DIR: &str = ".queue";
 /// The queue's lock file, in [`QUEUE_DIR`] (not in `env/`, whose dot files `open` removes).
 const LOCK_FILE: &str = "lock";
 
+/// Touched by the administration tool after it changed an entry (see [`Queue::nudge`]).
+const NUDGE_FILE: &str = "nudge";
+
 /// The queue's exclusive lock, held until dropped (see [`Queue::lock`]).
 #[derive(Debug)]
 pub struct QueueLock {
@@ -189,6 +192,35 @@ impl Queue {
                 source,
             })?;
         Ok(QueueLock { _file: file })
+    }
+
+    /// Tells a running server that another process changed the queue (`dirmail queue retry`,
+    /// `bounce`, `delete`), so it reads the queue again within a second instead of at its
+    /// next periodic rescan: the file's modification time is set to now. Best effort: a
+    /// queue that was never made is left alone, and the periodic rescan still comes.
+    pub fn nudge(&self) {
+        if !self.root.is_dir() {
+            return;
+        }
+        let path = self.root.join(NUDGE_FILE);
+        let touched = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!("cannot touch {}: {e}", path.display());
+        }
+    }
+
+    /// When [`Queue::nudge`] was last called, if ever: the server compares it with what it
+    /// saw before.
+    pub fn nudged_at(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.root.join(NUDGE_FILE))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Loads the entry `id`, lets `change` change it, and saves it, all under the queue's
@@ -525,6 +557,43 @@ mod tests {
         // The lock is released when dropped, and taken again.
         drop(queue.lock().unwrap());
         let _held = attached.lock().unwrap();
+    }
+
+    #[test]
+    fn a_nudge_is_seen_by_its_modification_time() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let never_made = Queue::attach(dir.path());
+        never_made.nudge();
+        assert_eq!(
+            never_made.nudged_at(),
+            None,
+            "a queue never made is left alone"
+        );
+        let queue = Queue::open(dir.path()).unwrap();
+        assert_eq!(queue.nudged_at(), None);
+        Queue::attach(dir.path()).nudge();
+        let first = queue.nudged_at().expect("nudged");
+        // Set back an hour, so the next nudge must be a different time on any filesystem.
+        fs::File::options()
+            .write(true)
+            .open(queue.root.join(NUDGE_FILE))
+            .unwrap()
+            .set_modified(first - std::time::Duration::from_secs(3600))
+            .unwrap();
+        Queue::attach(dir.path()).nudge();
+        assert_ne!(
+            queue.nudged_at(),
+            Some(first - std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            fs::metadata(queue.root.join(NUDGE_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
 
     #[test]

@@ -51,7 +51,26 @@ pub const MIGRATIONS: &[&str] = &[
         ciphertext BLOB NOT NULL
     );
     "#,
-    // 4: the login cache's generation (docs/spec.md, "The login cache"). Every change that can
+    // 4: addresses that are not mailboxes (R28): aliases, the catch-all (`name` ''), and a
+    // postmaster pointed somewhere (R12). A target is an address: a local mailbox or alias in
+    // lower case, or an outside address with its local part as written.
+    r#"
+    CREATE TABLE aliases (
+        id         INTEGER PRIMARY KEY,
+        domain_id  INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (domain_id, name)
+    );
+    CREATE TABLE alias_targets (
+        alias_id INTEGER NOT NULL REFERENCES aliases(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        target   TEXT NOT NULL,
+        PRIMARY KEY (alias_id, target)
+    );
+    CREATE INDEX alias_targets_by_target ON alias_targets(target);
+    "#,
+    // 5: the login cache's generation (docs/spec.md, "The login cache"). Every change that can
     // make a remembered login wrong bumps it, by trigger, whichever process makes it; a running
     // server reads it before answering from its cache. Changes kept outside this database (a
     // passwd-file record, AD) are bumped by the verb that makes them (`credentials_changed`).

@@ -87,6 +87,13 @@ fn add_mailbox(
         if store::find_mailbox(tx, address)?.is_some() {
             return Err(AdminError::state(format!("The mailbox {address} already exists.")));
         }
+        // R28: an address is a mailbox or an alias, never both.
+        if store::aliases::find(tx, domain.id, address.name.as_str())?.is_some() {
+            return Err(AdminError::state(format!(
+                "{address} is an alias (`dirmail alias list {}`). Delete the alias first to make a mailbox of that name.",
+                address.domain
+            )));
+        }
         let namesake = store::mailbox_in_other_domain(tx, address)?;
         r3_local_name_unique(method, address, namesake.as_ref())?;
         r9_shared_layout_name_unique(layout, address, namesake.as_ref())?;

@@ -123,6 +123,12 @@ pub enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
+    /// Addresses that are not mailboxes: aliases, a domain's catch-all (@DOMAIN), and where
+    /// postmaster@DOMAIN goes.
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
     /// Run the mail server (SMTP, submission, POP3, with TLS) until Ctrl-C or SIGTERM.
     Serve,
     /// Write a commented dirmail.toml and create an empty store.
@@ -148,6 +154,30 @@ pub enum AccountCommand {
     Delete { name: String },
     /// List the accounts and their groups.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Make ALIAS@DOMAIN (or the catch-all @DOMAIN) deliver to each TARGET: a local mailbox,
+    /// another alias, or an address outside (sent through the outbound queue). An existing alias
+    /// gets the targets added; `postmaster@DOMAIN` given targets no longer goes to its default.
+    Add {
+        #[arg(value_name = "ALIAS@DOMAIN | @DOMAIN")]
+        alias: String,
+        #[arg(required = true, num_args = 1.., value_name = "TARGET")]
+        targets: Vec<String>,
+    },
+    /// Delete an alias, or only the TARGETs named (an alias left with none goes too);
+    /// `postmaster@DOMAIN` goes back to its default and is never gone.
+    #[command(visible_alias = "del")]
+    Delete {
+        #[arg(value_name = "ALIAS@DOMAIN | @DOMAIN")]
+        alias: String,
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+    },
+    /// The aliases of every domain, or of DOMAIN, each domain's postmaster first.
+    List { domain: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +290,7 @@ const VERBS: &[&str] = &[
     "secret",
     "queue",
     "dkim",
+    "alias",
     "init",
     "serve",
 ];

@@ -67,6 +67,15 @@ fn delete_domain(
         let Some(row) = store::find_domain(tx, domain)? else {
             return Err(AdminError::state(format!("The domain {domain} does not exist.")));
         };
+        // Its own aliases go with it; another domain's aliases pointing into it would dangle.
+        let pointing = store::aliases::targeting_domain(tx, domain)?;
+        if !pointing.is_empty() {
+            let shown: Vec<String> = pointing.iter().map(|(a, t)| format!("{a} → {t}")).collect();
+            return Err(AdminError::state(format!(
+                "Aliases of other domains point into {domain}: {}. Change them first (`dirmail alias delete ALIAS TARGET`).",
+                shown.join(", ")
+            )));
+        }
         let layout = store::layout(tx)?;
         let mailboxes = store::mailboxes_of(tx, row.id)?;
         let mut holding = 0u64;
@@ -125,6 +134,19 @@ fn delete_mailbox(
         let Some(row) = store::find_mailbox(tx, address)? else {
             return Err(AdminError::state(format!("The mailbox {address} does not exist.")));
         };
+        // postmaster always resolves (R12), so only another name's aliases would dangle.
+        let pointing = if address.name.as_str() == "postmaster" {
+            Vec::new()
+        } else {
+            store::aliases::targeting(tx, &address.to_string())?
+        };
+        if !pointing.is_empty() {
+            return Err(AdminError::state(format!(
+                "The mailbox {address} is a target of {}: remove it from there first (`dirmail alias delete {} {address}`).",
+                pointing.join(", "),
+                pointing.first().map(String::as_str).unwrap_or_default()
+            )));
+        }
         let method = store::auth_method(tx)?;
         let dir = store::layout(tx)?.maildir(&mailroot, address);
         let usage = maildir::usage(&dir)?;

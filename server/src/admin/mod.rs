@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod add;
+pub mod alias;
 pub mod auth_test;
 pub mod changepwd;
 pub mod cli;
@@ -278,6 +279,7 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         Command::Secret { command } => secret::run(&mut ctx, command),
         Command::Queue { command } => queue::run(&ctx, command),
         Command::Dkim { command } => dkim::run(&ctx, command),
+        Command::Alias { command } => alias::run(&mut ctx, command),
         // Both are handled before a store is opened for an administrative command.
         Command::Init { .. } | Command::Serve => Err(AdminError::Usage(
             "init and serve do not run as administrative commands".into(),

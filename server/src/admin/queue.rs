@@ -49,13 +49,16 @@ impl From<QueueError> for AdminError {
 pub fn run(ctx: &Context, command: QueueCommand) -> Result<Outcome, AdminError> {
     let queue = Queue::attach(&ctx.store.mailroot);
     let now = now();
-    match command {
-        QueueCommand::List => list(&queue, now),
-        QueueCommand::Show { id } => show(&queue, &id, now),
+    let changed = match command {
+        QueueCommand::List => return list(&queue, now),
+        QueueCommand::Show { id } => return show(&queue, &id, now),
         QueueCommand::Retry { id } => retry(&queue, id.as_deref(), now),
         QueueCommand::Delete { id } => delete(&queue, &id),
         QueueCommand::Bounce { id } => bounce(&queue, &id),
-    }
+    };
+    // A running server acts on the change within a second, not at its next rescan.
+    queue.nudge();
+    changed
 }
 
 /// The queue's size for `stat`: entries, pending recipients, unreadable envelopes.

@@ -8,13 +8,13 @@ use std::process::Command;
 use crate::common::{Scratch, Server};
 
 /// Every listener on a port the system picks, so tests run side by side.
-const CONFIG: &str = "[server]\nhostname = \"mail.example.jp\"\n\
+pub(crate) const CONFIG: &str = "[server]\nhostname = \"mail.example.jp\"\n\
 [smtp]\nport = 0\nsubmission_port = 0\nsmtps_port = 0\n\
 [pop3]\nport = 0\npop3s_port = 0\n\
 [imap]\nport = 0\nimaps_port = 0\n";
 
 /// Helpers every script starts with.
-const PRELUDE: &str = r#"
+pub(crate) const PRELUDE: &str = r#"
 import imaplib, os, poplib, smtplib, ssl, sys
 CTX = ssl.create_default_context(cafile=os.environ["CAFILE"])
 CTX.check_hostname = False
@@ -40,7 +40,7 @@ def ok(result):
     return data
 "#;
 
-fn scratch() -> Scratch {
+pub(crate) fn scratch() -> Scratch {
     let s = Scratch::new();
     std::fs::write(s.path().join("dirmail.toml"), CONFIG).expect("write dirmail.toml");
     s
@@ -48,7 +48,7 @@ fn scratch() -> Scratch {
 
 /// Runs `script` after [`PRELUDE`] against `server`; returns what it printed.
 #[track_caller]
-fn python(s: &Scratch, server: &Server, script: &str) -> String {
+pub(crate) fn python(s: &Scratch, server: &Server, script: &str) -> String {
     let cert = s.path().join("dirmail-data/tls/cert.pem");
     // `serve` prints `ready` a moment before the self-signed certificate is on disk.
     for _ in 0..200 {

@@ -32,6 +32,7 @@ mod hostile_properties;
 mod hostile_smtp;
 mod hostile_throttle;
 mod imap_async;
+mod imap_corners;
 mod imap_imaplib;
 mod input_budget;
 mod login_cache;

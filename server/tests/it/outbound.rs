@@ -593,3 +593,39 @@ fn a_smarthost_with_auth_gets_everything_and_a_wrong_password_keeps_the_message_
     assert!(files(&wrong.inbox("bob")).is_empty(), "no bounce");
     assert_eq!(files(&inbox).len(), 1);
 }
+
+#[test]
+fn an_alias_with_an_outside_target_sends_it_on_through_the_queue_and_keeps_a_local_copy() {
+    let rx = Receiver::start("127.0.37.2", 0, "dest.test", &["alice"]);
+    let dns = DnsServer::start(
+        &Records::new()
+            .local_domain("test")
+            .mx("dest.test", "mx.dest.test", 10)
+            .host("mx.dest.test", &[ip("127.0.37.2")]),
+    )
+    .unwrap();
+    let tx = Sender::start(dns.addr(), rx.port(), "");
+    tx.store.expect(
+        0,
+        &[
+            "alias",
+            "add",
+            "team@example.jp",
+            "carol@example.jp",
+            "alice@dest.test",
+        ],
+    );
+    // The alias and one of its targets named together: one copy each.
+    tx.submit(&["team@example.jp", "alice@dest.test"], "through-an-alias");
+    let got = arrived(&rx.inbox("alice"), 1, || tx.server().log());
+    assert!(got[0].contains("Subject: through-an-alias"), "{}", got[0]);
+    let carol = arrived(&tx.inbox("carol"), 1, || tx.server().log());
+    assert!(carol[0].contains("Subject: through-an-alias"));
+    let deadline = Instant::now() + ARRIVE_WITHIN;
+    while tx.queued() > 0 {
+        assert!(Instant::now() < deadline, "the queue entry stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = tx.server().log();
+    assert!(log.contains("alias expanded"), "{log}");
+}

@@ -74,3 +74,49 @@ fn r2_holds_under_concurrent_domain_add_and_method_change() {
         assert!(domains.contains("example.jp"));
     }
 }
+
+/// R28: `a → b` and `b → a` added at once by two administrators: whichever commits second sees
+/// the first and refuses the loop, so the store never holds one.
+#[test]
+fn r28_a_loop_cannot_be_made_by_two_racing_administrators() {
+    for _ in 0..3 {
+        let s = Scratch::new();
+        s.expect(0, &["add", "example.jp"]);
+        s.expect(
+            0,
+            &["add", "alice@example.jp", "--create-user", "Pass-word1"],
+        );
+        s.expect(0, &["alias", "add", "a@example.jp", "alice@example.jp"]);
+        s.expect(0, &["alias", "add", "b@example.jp", "alice@example.jp"]);
+        let spawn = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_dirmail"))
+                .args(args)
+                .current_dir(s.path())
+                .env_remove("DIRMAIL_CONFIG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn dirmail")
+        };
+        let mut one = spawn(&["alias", "add", "a@example.jp", "b@example.jp"]);
+        let mut two = spawn(&["alias", "add", "b@example.jp", "a@example.jp"]);
+        let codes = [
+            one.wait().expect("wait").code(),
+            two.wait().expect("wait").code(),
+        ];
+        let mut sorted = codes;
+        sorted.sort();
+        assert_eq!(sorted, [Some(0), Some(3)], "exit codes {codes:?}");
+        // Had a loop got in, expanding through it would be refused.
+        s.expect(
+            0,
+            &[
+                "alias",
+                "add",
+                "c@example.jp",
+                "a@example.jp",
+                "b@example.jp",
+            ],
+        );
+    }
+}

@@ -2,9 +2,14 @@
 //! configuration file, the documented ports), a domain and two mailboxes added with the
 //! administration tool, a message sent from one to the other over submission with STARTTLS
 //! and AUTH (lettre), then read over POP3 with STLS (Python's poplib and curl), and a graceful
-//! stop.
+//! stop. And the README's outbound tour, its commands taken from the README itself and run as
+//! written: a dnsmasq, a second dirmail as example.org's server, a message sent there.
 
-use std::process::Command;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::common::{Scratch, Server};
 use lettre::message::Mailbox;
@@ -12,8 +17,12 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 
+/// Both tours use the README's fixed ports on 127.0.0.1: one at a time.
+static README_PORTS: Mutex<()> = Mutex::new(());
+
 #[test]
 fn readme_tour_sends_and_reads_mail() {
+    let _ports = README_PORTS.lock().unwrap_or_else(|p| p.into_inner());
     // No dirmail.toml: the embedded defaults, as the README's first command runs.
     let s = Scratch::new();
     std::fs::remove_file(s.path().join("dirmail.toml")).expect("remove the scratch config");
@@ -107,4 +116,137 @@ p.quit()
     assert_eq!(server.stop(), Some(0), "a graceful stop");
     let rest: Vec<String> = server.stdout.try_iter().collect();
     assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+}
+
+/// The heading of the README's outbound tour; its first `console` block is what runs.
+const OUTBOUND_TOUR: &str =
+    "#### A tour on loopback: sending to an outside domain through a test DNS";
+
+/// The commands (`$ …`, with `\` continuations) of the first `console` block after `heading`,
+/// and the output lines it shows.
+fn console_block(readme: &str, heading: &str) -> (Vec<String>, Vec<String>) {
+    let after = readme
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("README.md has no heading {heading:?}"))
+        .1;
+    let block = after
+        .split_once("```console\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("a console block after the heading")
+        .0;
+    let (mut commands, mut outputs) = (Vec::new(), Vec::new());
+    let mut continuing = false;
+    for line in block.lines() {
+        if continuing {
+            let last: &mut String = commands.last_mut().expect("a command to continue");
+            last.push('\n');
+            last.push_str(line);
+        } else if let Some(command) = line.strip_prefix("$ ") {
+            commands.push(command.to_owned());
+        } else {
+            outputs.push(line.to_owned());
+            continue;
+        }
+        continuing = line.ends_with('\\');
+    }
+    (commands, outputs)
+}
+
+/// Kills the tour's process group (its servers and dnsmasq) whatever happens.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn readme_outbound_tour_runs_as_written() {
+    let _ports = README_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let (commands, outputs) = console_block(&readme, OUTBOUND_TOUR);
+    assert!(commands.len() > 5, "the tour's commands: {commands:?}");
+
+    let dir = tempfile::tempdir().expect("a directory for the tour");
+    let bin = Path::new(env!("CARGO_BIN_EXE_dirmail"))
+        .parent()
+        .expect("the binary's directory");
+    // `set -e`: a command that fails ends the tour there, as a reader would stop.
+    let script = format!(
+        "set -e\nexport PATH=\"{}:/usr/sbin:$PATH\"\n{}\n",
+        bin.display(),
+        commands.join("\n")
+    );
+    let stdout = std::fs::File::create(dir.path().join("tour.out")).expect("tour.out");
+    let stderr = std::fs::File::create(dir.path().join("tour.err")).expect("tour.err");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DIRMAIL_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command.spawn().expect("sh runs");
+    let _group = Group(child.id());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for sh") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tour did not finish in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let (out, err) = (read("tour.out"), read("tour.err"));
+    assert!(
+        status.success(),
+        "the tour failed ({status}):\n{out}\n--- stderr:\n{err}"
+    );
+    for line in outputs.iter().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            out.contains(line.as_str()),
+            "the README shows {line:?}, the tour printed:\n{out}\n--- stderr:\n{err}"
+        );
+    }
+    let inbox = dir
+        .path()
+        .join("example.org/dirmail-data/mail/example.org/alice/new");
+    let arrived: Vec<_> = std::fs::read_dir(&inbox)
+        .map(|e| e.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        arrived.len(),
+        1,
+        "one message in {}:\n{err}",
+        inbox.display()
+    );
+    let message = std::fs::read_to_string(&arrived[0]).expect("the message");
+    assert!(message.contains("Subject: hello, outside"), "{message}");
+    assert!(
+        message.contains("by mail.example.jp") || message.contains("Received: from"),
+        "{message}"
+    );
+    assert!(
+        err.contains("outbound: attempt") && err.contains("mx.example.org [127.0.0.2:2525]"),
+        "the attempt as the README describes it:\n{err}"
+    );
+    assert!(
+        !err.contains("Bob-pw1") && !err.contains("Alice-pw1"),
+        "no password logged"
+    );
 }

@@ -137,12 +137,13 @@ pub fn reply(
     items: &[MessageDataItemName<'static>],
     seq: u32,
     meta: &MessageMeta,
+    keywords: &[String],
     raw: Option<&[u8]>,
     with_flags: bool,
 ) -> Result<Option<Reply>, TooMuchData> {
     let mut left = raw.map_or(0, |raw| data_budget(raw.len()));
     let mut over = false;
-    let reply = build(items, seq, meta, raw, with_flags, &mut |octets| {
+    let reply = build(items, seq, meta, keywords, raw, with_flags, &mut |octets| {
         match left.checked_sub(octets) {
             Some(rest) => left = rest,
             None => over = true,
@@ -157,6 +158,7 @@ fn build(
     items: &[MessageDataItemName<'static>],
     seq: u32,
     meta: &MessageMeta,
+    keywords: &[String],
     raw: Option<&[u8]>,
     with_flags: bool,
     charge: &mut dyn FnMut(usize) -> bool,
@@ -171,7 +173,7 @@ fn build(
     let mut out = Vec::with_capacity(items.len() + 1);
     for item in items {
         let value = match item {
-            MessageDataItemName::Flags => MessageDataItem::Flags(flag_list(meta)),
+            MessageDataItemName::Flags => MessageDataItem::Flags(flag_list(meta, keywords)),
             MessageDataItemName::Uid => MessageDataItem::Uid(NonZeroU32::new(meta.uid)?),
             MessageDataItemName::InternalDate => MessageDataItem::InternalDate(
                 internal_date(meta.internal_date).or_else(|| internal_date(0))?,
@@ -239,7 +241,7 @@ fn build(
         out.push(value);
     }
     if with_flags && !items.contains(&MessageDataItemName::Flags) {
-        out.push(MessageDataItem::Flags(flag_list(meta)));
+        out.push(MessageDataItem::Flags(flag_list(meta, keywords)));
     }
     Data::fetch(seq, out).ok().map(Reply::data)
 }

@@ -17,18 +17,54 @@ pub const MAX_NAME_LEN: usize = 200;
 #[error("{0}")]
 pub struct InvalidName(pub &'static str);
 
-/// The IMAP system flags kept in a Maildir file name (`D F R S T`). Other letters of the name
-/// (`P`, keywords `a`–`z`) are left as they are.
+/// Most keywords one folder can name: a keyword is a lower-case letter in the Maildir file
+/// name (`a` is the folder's first keyword, `z` its 26th), as Dovecot does.
+pub const MAX_KEYWORDS: usize = 26;
+
+/// A message's flags as kept in a Maildir file name: the IMAP system flags (`D F R S T`) and
+/// the keywords (`a`–`z`), each keyword a bit that indexes its folder's table of keyword names
+/// (see [`keyword_bits`]). Other letters of the name (`P`) are left as they are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Flags(u8);
+pub struct Flags {
+    system: u8,
+    keywords: u32,
+}
 
 impl Flags {
-    pub const SEEN: Flags = Flags(1);
-    pub const ANSWERED: Flags = Flags(2);
-    pub const FLAGGED: Flags = Flags(4);
-    pub const DELETED: Flags = Flags(8);
-    pub const DRAFT: Flags = Flags(16);
-    pub const NONE: Flags = Flags(0);
+    pub const SEEN: Flags = Flags::system_flag(1);
+    pub const ANSWERED: Flags = Flags::system_flag(2);
+    pub const FLAGGED: Flags = Flags::system_flag(4);
+    pub const DELETED: Flags = Flags::system_flag(8);
+    pub const DRAFT: Flags = Flags::system_flag(16);
+    pub const NONE: Flags = Flags::system_flag(0);
+
+    const fn system_flag(bit: u8) -> Flags {
+        Flags {
+            system: bit,
+            keywords: 0,
+        }
+    }
+
+    /// Keyword number `index` of the folder's table (`None` past [`MAX_KEYWORDS`]).
+    pub fn keyword(index: usize) -> Option<Flags> {
+        (index < MAX_KEYWORDS).then(|| Flags {
+            system: 0,
+            keywords: 1 << index,
+        })
+    }
+
+    /// The table indexes of the keywords set, ascending.
+    pub fn keyword_indexes(self) -> impl Iterator<Item = usize> {
+        (0..MAX_KEYWORDS).filter(move |i| self.keywords & (1 << i) != 0)
+    }
+
+    /// Only the system flags.
+    pub fn system(self) -> Flags {
+        Flags {
+            system: self.system,
+            keywords: 0,
+        }
+    }
 
     /// Each flag with its Maildir letter, in the order the letters must appear.
     const LETTERS: [(char, Flags); 5] = [
@@ -40,23 +76,30 @@ impl Flags {
     ];
 
     pub fn contains(self, other: Flags) -> bool {
-        self.0 & other.0 == other.0
+        self.system & other.system == other.system
+            && self.keywords & other.keywords == other.keywords
     }
 
     pub fn intersects(self, other: Flags) -> bool {
-        self.0 & other.0 != 0
+        self.system & other.system != 0 || self.keywords & other.keywords != 0
     }
 
     pub fn union(self, other: Flags) -> Flags {
-        Flags(self.0 | other.0)
+        Flags {
+            system: self.system | other.system,
+            keywords: self.keywords | other.keywords,
+        }
     }
 
     pub fn minus(self, other: Flags) -> Flags {
-        Flags(self.0 & !other.0)
+        Flags {
+            system: self.system & !other.system,
+            keywords: self.keywords & !other.keywords,
+        }
     }
 
     pub fn is_empty(self) -> bool {
-        self.0 == 0
+        self.system == 0 && self.keywords == 0
     }
 
     /// The flags named by the letters after `:2,`.
@@ -65,25 +108,74 @@ impl Flags {
         for c in info.chars() {
             if let Some((_, f)) = Flags::LETTERS.iter().find(|(l, _)| *l == c) {
                 flags = flags.union(*f);
+            } else if c.is_ascii_lowercase()
+                && let Some(keyword) = Flags::keyword(usize::from(c as u8 - b'a'))
+            {
+                flags = flags.union(keyword);
             }
         }
         flags
     }
 
-    /// `info` with the system letters replaced by `self`, others kept, all in ASCII order (the
-    /// Maildir convention).
+    /// `info` with the system and keyword letters replaced by `self`, others kept, all in
+    /// ASCII order (the Maildir convention).
     pub fn apply_to_info(self, info: &str) -> String {
         let mut letters: BTreeSet<char> = info
             .chars()
-            .filter(|c| c.is_ascii_alphabetic() && !Flags::LETTERS.iter().any(|(l, _)| l == c))
+            .filter(|c| c.is_ascii_uppercase() && !Flags::LETTERS.iter().any(|(l, _)| l == c))
             .collect();
         for (letter, flag) in Flags::LETTERS {
             if self.contains(flag) {
                 letters.insert(letter);
             }
         }
+        for i in self.keyword_indexes() {
+            // `i` < 26, so this is a lower-case letter.
+            letters.insert(char::from(b'a' + i as u8));
+        }
         letters.into_iter().collect()
     }
+
+    /// The same keywords, as bits of the table `to` instead of `from` (names are added to `to`
+    /// while it has room; a keyword that cannot be added is dropped).
+    pub fn remap(self, from: &[String], to: &mut Vec<String>) -> Flags {
+        let names: Vec<String> = self
+            .keyword_indexes()
+            .filter_map(|i| from.get(i).cloned())
+            .collect();
+        let (bits, _) = keyword_bits(to, &names);
+        self.system().union(bits)
+    }
+}
+
+/// The keyword names of a folder, a name's position its bit in [`Flags`]. Names only ever
+/// get added, so a bit never changes meaning. Keywords compare without regard to ASCII case.
+pub fn keyword_index(table: &[String], name: &str) -> Option<usize> {
+    table.iter().position(|k| k.eq_ignore_ascii_case(name))
+}
+
+/// The bits of keywords `names` in `table`, adding the names it lacks while it has room.
+/// Returns the bits and whether every name found a place.
+pub fn keyword_bits(table: &mut Vec<String>, names: &[String]) -> (Flags, bool) {
+    let mut bits = Flags::NONE;
+    let mut all = true;
+    for name in names {
+        let index = match keyword_index(table, name) {
+            Some(index) => index,
+            None if table.len() < MAX_KEYWORDS => {
+                table.push(name.clone());
+                table.len() - 1
+            }
+            None => {
+                all = false;
+                continue;
+            }
+        };
+        if let Some(bit) = Flags::keyword(index) {
+            bits = bits.union(bit);
+        }
+    }
+    (bits, all)
 }
 
 /// How STORE changes flags.

@@ -16,7 +16,7 @@ use imap_types::body::{
 };
 use imap_types::core::{IString, NString, Vec1};
 use imap_types::envelope::{Address as ImapAddress, Envelope};
-use imap_types::fetch::Section;
+use imap_types::fetch::{Part, Section};
 use mail_parser::{
     Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
 };
@@ -119,28 +119,20 @@ impl<'a> Parsed<'a> {
                 Some(Cow::Owned(node.header()?.to_vec()))
             }
             Section::Header(part) => {
-                let inner = root.walk(part.as_ref()?.0.as_ref())?.encapsulated()?;
-                Some(Cow::Owned(inner.header()?.to_vec()))
+                let (header, _) = attached(root, part.as_ref()?)?;
+                Some(Cow::Owned(header.to_vec()))
             }
             Section::Text(part) => {
-                let inner = root.walk(part.as_ref()?.0.as_ref())?.encapsulated()?;
-                Some(Cow::Owned(inner.body()?.to_vec()))
+                let (_, body) = attached(root, part.as_ref()?)?;
+                Some(Cow::Owned(body.to_vec()))
             }
             Section::HeaderFields(part, names) => {
-                let inner = root.walk(part.as_ref()?.0.as_ref())?.encapsulated()?;
-                Some(Cow::Owned(pick_fields(
-                    inner.header()?,
-                    names.as_ref(),
-                    false,
-                )))
+                let (header, _) = attached(root, part.as_ref()?)?;
+                Some(Cow::Owned(pick_fields(header, names.as_ref(), false)))
             }
             Section::HeaderFieldsNot(part, names) => {
-                let inner = root.walk(part.as_ref()?.0.as_ref())?.encapsulated()?;
-                Some(Cow::Owned(pick_fields(
-                    inner.header()?,
-                    names.as_ref(),
-                    true,
-                )))
+                let (header, _) = attached(root, part.as_ref()?)?;
+                Some(Cow::Owned(pick_fields(header, names.as_ref(), true)))
             }
         }
     }
@@ -233,6 +225,15 @@ fn address_text(address: &Address<'_>) -> String {
 /// A part of a (possibly nested) message. mail-parser gives a nested message the buffer its
 /// offsets point into: the outer message's for an inline message/rfc822, the decoded bytes for
 /// a base64 one.
+/// The header and text of the attached message that part `part` is (`None` unless it is a
+/// `message/rfc822`), split from the part's own bytes, so `n.HEADER` and `n.TEXT` always
+/// add up to `BODY[n]`.
+fn attached<'p>(root: Node<'p, '_>, part: &Part) -> Option<(&'p [u8], &'p [u8])> {
+    let node = root.walk(part.0.as_ref())?;
+    node.encapsulated()?;
+    Some(split_at_header_end(node.body()?))
+}
+
 #[derive(Clone, Copy)]
 struct Node<'p, 'a> {
     msg: &'p Message<'a>,
@@ -271,12 +272,19 @@ impl<'p, 'a> Node<'p, 'a> {
         }
     }
 
-    /// Follows section numbers (`1.2.3`) from this node.
+    /// Follows section numbers (`1.2.3`) from this node, a message's root. The first number
+    /// counts the message's parts: part 1 of a message that is not multipart is its body,
+    /// whatever its type, so with a top-level `message/rfc822` `1` is the attached message
+    /// and `1.1` the first part of that (RFC 3501 §6.4.5).
     fn walk(self, path: &[NonZeroU32]) -> Option<Node<'p, 'a>> {
         let mut node = self;
-        for &n in path {
+        for (step, &n) in path.iter().enumerate() {
             let index = usize::try_from(n.get()).ok()?.checked_sub(1)?;
-            node = node.child(index)?;
+            node = if step == 0 {
+                node.child_of_root(index)?
+            } else {
+                node.child(index)?
+            };
         }
         Some(node)
     }
@@ -296,12 +304,12 @@ impl<'p, 'a> Node<'p, 'a> {
                 part: 0,
             }
             .child_of_root(index),
-            // A single-part message has one part, numbered 1: its body.
-            _ if self.part == 0 && index == 0 => Some(self),
             _ => None,
         }
     }
 
+    /// Part `index` of the message whose root this is: of a multipart, its child; of any
+    /// other, part 1 is the root itself (its body).
     fn child_of_root(self, index: usize) -> Option<Node<'p, 'a>> {
         match &self.part()?.body {
             PartType::Multipart(_) => self.child(index),
@@ -497,9 +505,18 @@ fn addresses(address: &Address<'_>) -> Vec<ImapAddress<'static>> {
             },
             None => (None, Some(String::new())),
         };
+        // An obsolete source route (`<@relay.example:user@host>`) is the envelope's adl, not
+        // part of the mailbox name (RFC 3501 §7.4.2).
+        let (adl, mailbox) = match mailbox {
+            Some(m) if m.starts_with('@') => match m.split_once(':') {
+                Some((route, local)) => (Some(route.to_owned()), Some(local.to_owned())),
+                None => (None, Some(m)),
+            },
+            other => (None, other),
+        };
         ImapAddress {
             name: nstring(name.map(|n| ascii_or_encoded(n.as_bytes().to_vec()))),
-            adl: NString::NIL,
+            adl: nstring(adl.map(String::into_bytes)),
             mailbox: nstring(mailbox.map(|m| ascii_or_encoded(m.into_bytes()))),
             host: nstring(host.map(|h| ascii_or_encoded(h.into_bytes()))),
         }
@@ -767,6 +784,46 @@ mod tests {
         bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
+    /// The ENVELOPE address list of header `To`, written as on the wire.
+    fn envelope_to(to: &str) -> String {
+        let raw = format!("From: f@g.example\r\nTo: {to}\r\n\r\nbody\r\n");
+        let envelope = Parsed::new(raw.as_bytes()).envelope();
+        let field = |n: &NString<'_>| match &n.0 {
+            Some(s) => format!("\"{}\"", String::from_utf8_lossy(s.as_ref())),
+            None => "NIL".to_owned(),
+        };
+        let mut out = String::from("(");
+        for a in &envelope.to {
+            out.push_str(&format!(
+                "({} {} {} {})",
+                field(&a.name),
+                field(&a.adl),
+                field(&a.mailbox),
+                field(&a.host)
+            ));
+        }
+        out.push(')');
+        out
+    }
+
+    #[test]
+    fn envelope_of_groups_and_routes() {
+        assert_eq!(
+            envelope_to("group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;, user@domain"),
+            "((NIL NIL \"group\" NIL)(NIL NIL \"g1\" \"d1.org\")(NIL NIL \"g2\" \"d2.org\")\
+             (NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL \"g3\" \"d3.org\")(NIL NIL NIL NIL)\
+             (NIL NIL \"user\" \"domain\"))"
+        );
+        assert_eq!(
+            envelope_to("undisclosed-recipients:;"),
+            "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))"
+        );
+        assert_eq!(
+            envelope_to("Bob <@relay.example:bob@example.jp>"),
+            "((\"Bob\" \"@relay.example\" \"bob\" \"example.jp\"))"
+        );
+    }
+
     #[test]
     fn sections_of_a_nested_message() {
         let parsed = Parsed::new(NESTED);
@@ -807,6 +864,52 @@ mod tests {
             text(parsed.section(Some(&Section::Text(None))))
                 .unwrap()
                 .starts_with("preamble")
+        );
+    }
+
+    #[test]
+    fn parts_of_a_top_level_attached_message() {
+        const ROOT: &[u8] = b"From: a@b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: multipart/mixed; boundary=YY\r\n\r\n--YY\r\nContent-Type: text/plain\r\n\r\ninner one\r\n--YY\r\nContent-Type: text/plain\r\n\r\ninner two\r\n--YY--\r\n";
+        let parsed = Parsed::new(ROOT);
+        let inner = "Subject: inner\r\nContent-Type: multipart/mixed; boundary=YY\r\n\r\n";
+        let body = "--YY\r\nContent-Type: text/plain\r\n\r\ninner one\r\n--YY\r\nContent-Type: text/plain\r\n\r\ninner two\r\n--YY--\r\n";
+        let section = |s: Section<'static>| text(parsed.section(Some(&s)));
+        assert_eq!(
+            section(Section::Part(part(&[1]))),
+            Some(format!("{inner}{body}")),
+            "BODY[1] is the attached message"
+        );
+        assert_eq!(
+            section(Section::Header(Some(part(&[1])))).as_deref(),
+            Some(inner)
+        );
+        assert_eq!(
+            section(Section::Text(Some(part(&[1])))).as_deref(),
+            Some(body)
+        );
+        assert_eq!(
+            section(Section::Mime(part(&[1]))).as_deref(),
+            Some("From: a@b\r\nContent-Type: message/rfc822\r\n\r\n")
+        );
+        assert_eq!(
+            section(Section::Part(part(&[1, 1]))).as_deref(),
+            Some("inner one")
+        );
+        assert_eq!(
+            section(Section::Part(part(&[1, 2]))).as_deref(),
+            Some("inner two")
+        );
+        assert_eq!(
+            section(Section::Mime(part(&[1, 2]))).as_deref(),
+            Some("Content-Type: text/plain\r\n\r\n")
+        );
+        assert_eq!(section(Section::Part(part(&[1, 3]))), None);
+        assert_eq!(section(Section::Part(part(&[2]))), None);
+        // A text body has no part 1.1.
+        let plain = Parsed::new(b"Subject: x\r\n\r\nbody\r\n");
+        assert_eq!(
+            text(plain.section(Some(&Section::Part(part(&[1, 1]))))),
+            None
         );
     }
 

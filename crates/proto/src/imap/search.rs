@@ -9,7 +9,7 @@ use imap_types::core::AString;
 use imap_types::search::SearchKey;
 
 use super::mime::Parsed;
-use super::view::View;
+use super::view::{View, has_keyword};
 use crate::imap::mailbox::Flags;
 
 /// Whether any key needs the message's bytes.
@@ -118,8 +118,8 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_, '_>) -> bool {
         SearchKey::Old => !message.recent,
         SearchKey::New => message.recent && !flags.contains(Flags::SEEN),
         // No keywords are kept: none is ever set.
-        SearchKey::Keyword(_) => false,
-        SearchKey::Unkeyword(_) => true,
+        SearchKey::Keyword(k) => has_keyword(c.view, c.index, k.inner()),
+        SearchKey::Unkeyword(k) => !has_keyword(c.view, c.index, k.inner()),
         SearchKey::Larger(n) => message.size > u64::from(*n),
         SearchKey::Smaller(n) => message.size < u64::from(*n),
         SearchKey::Before(date) => day().is_some_and(|d| d < *date.as_ref()),

@@ -115,11 +115,14 @@ pub enum Request {
     /// The bytes of these messages of the selected folder, in this order (`None` for one that
     /// is gone) → `Messages` or `Failed`.
     Load { uids: Vec<u32> },
-    /// Change flags → `Flags` (the resulting flags of those still there) or `Failed`.
+    /// Change the system `flags` and the keywords named `keywords` (names the folder lacks are
+    /// added to its table) → `Flags` (the resulting flags of those still there) or `Failed`
+    /// (`Refused` when the folder has no room for another keyword).
     Store {
         uids: Vec<u32>,
         op: FlagOp,
         flags: Flags,
+        keywords: Vec<String>,
     },
     /// Remove these if they still carry `\Deleted` → `Expunged` or `Failed`.
     Expunge { uids: Vec<u32> },
@@ -133,6 +136,8 @@ pub enum Request {
     Append {
         folder: String,
         flags: Flags,
+        /// Keyword names, as for `Store`.
+        keywords: Vec<String>,
         date: Option<i64>,
         message: Vec<u8>,
     },
@@ -153,7 +158,11 @@ pub enum Response {
     Status(FolderStatus),
     Snapshot(Snapshot),
     Messages(Vec<Option<Vec<u8>>>),
-    Flags(Vec<(u32, Flags)>),
+    /// The flags of the messages changed, and the folder's keyword table they refer to.
+    Flags {
+        changed: Vec<(u32, Flags)>,
+        keywords: Vec<String>,
+    },
     Expunged(Vec<u32>),
     Copied {
         uidvalidity: u32,

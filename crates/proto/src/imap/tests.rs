@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::auth::{Credentials, encode};
-use crate::imap::mailbox::{FlagOp, Flags, FolderStatus};
+use crate::imap::mailbox::{FlagOp, Flags, FolderStatus, keyword_bits};
 use crate::names::Secret;
 
 const LUNCH: &str = "From: Alice <alice@example.jp>\r\nTo: bob@example.jp\r\nSubject: Lunch\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\nMessage-ID: <1@example.jp>\r\n\r\nNoodles at noon?\r\n";
@@ -23,6 +23,7 @@ struct FakeFolder {
     uidvalidity: u32,
     uidnext: u32,
     messages: Vec<Stored>,
+    keywords: Vec<String>,
 }
 
 impl FakeFolder {
@@ -31,6 +32,7 @@ impl FakeFolder {
             uidvalidity,
             uidnext: 1,
             messages: Vec::new(),
+            keywords: Vec::new(),
         }
     }
 
@@ -55,6 +57,7 @@ impl FakeFolder {
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
             messages: self.messages.iter().map(|m| m.meta).collect(),
+            keywords: self.keywords.clone(),
         }
     }
 }
@@ -199,16 +202,28 @@ impl Driver {
                         .collect(),
                 )
             }
-            Request::Store { uids, op, flags } => {
+            Request::Store {
+                uids,
+                op,
+                flags,
+                keywords,
+            } => {
                 let Some(f) = self.selected() else {
                     return Response::Failed(Failure::Unavailable);
                 };
+                let (bits, all) = keyword_bits(&mut f.keywords, keywords);
+                if !all {
+                    return Response::Failed(Failure::Refused("too many keywords".into()));
+                }
                 let mut out = Vec::new();
                 for m in f.messages.iter_mut().filter(|m| uids.contains(&m.meta.uid)) {
-                    m.meta.flags = op.apply(m.meta.flags, *flags);
+                    m.meta.flags = op.apply(m.meta.flags, flags.union(bits));
                     out.push((m.meta.uid, m.meta.flags));
                 }
-                Response::Flags(out)
+                Response::Flags {
+                    changed: out,
+                    keywords: f.keywords.clone(),
+                }
             }
             Request::Expunge { uids } => {
                 let Some(f) = self.selected() else {
@@ -236,10 +251,17 @@ impl Driver {
                     .filter(|m| uids.contains(&m.meta.uid))
                     .cloned()
                     .collect();
+                let from_keywords = self.folders[&source].keywords.clone();
+                // What reaches the selected folder is \Recent in this session (the store's rule).
+                let recent = self.selected.as_deref() == Some(to.as_str());
                 let target = self.folders.get_mut(to).unwrap();
                 let mut pairs = Vec::new();
                 for m in &copies {
-                    let uid = target.add(&m.bytes, m.meta.flags, m.meta.internal_date);
+                    let flags = m.meta.flags.remap(&from_keywords, &mut target.keywords);
+                    let uid = target.add(&m.bytes, flags, m.meta.internal_date);
+                    if let Some(last) = target.messages.last_mut() {
+                        last.meta.recent = recent;
+                    }
                     pairs.push((m.meta.uid, uid));
                 }
                 let uidvalidity = target.uidvalidity;
@@ -252,11 +274,16 @@ impl Driver {
             Request::Append {
                 folder,
                 flags,
+                keywords,
                 date,
                 message,
             } => match self.folders.get_mut(folder) {
                 Some(f) => {
-                    let uid = f.add(message, *flags, date.unwrap_or(1_750_000_000));
+                    let (bits, _) = keyword_bits(&mut f.keywords, keywords);
+                    let uid = f.add(message, flags.union(bits), date.unwrap_or(1_750_000_000));
+                    if let Some(last) = f.messages.last_mut() {
+                        last.meta.recent = self.selected.as_deref() == Some(folder.as_str());
+                    }
                     Response::Appended {
                         uidvalidity: f.uidvalidity,
                         uid,
@@ -498,7 +525,7 @@ fn select_examine_and_status() {
         w.lines(),
         [
             "* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft)",
-            "* OK [PERMANENTFLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft)] flags kept",
+            "* OK [PERMANENTFLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft \\*)] flags kept",
             "* 3 EXISTS",
             "* 0 RECENT",
             "* OK [UNSEEN 1] first unseen",
@@ -870,7 +897,7 @@ fn store_flags() {
         .lacks("FETCH")
         .ends("a2 OK");
     h.send("a3 UID STORE 2 FLAGS (\\Draft $Label1)")
-        .has("* 2 FETCH (FLAGS (\\Draft) UID 2)")
+        .has("* 2 FETCH (FLAGS (\\Draft $Label1) UID 2)")
         .ends("a3 OK");
     h.send("a4 STORE 1:2 +FLAGS.SILENT (\\Deleted)")
         .ends("a4 OK");
@@ -883,7 +910,9 @@ fn store_flags() {
         flags,
         [
             Flags::ANSWERED.union(Flags::DELETED),
-            Flags::DRAFT.union(Flags::DELETED),
+            Flags::DRAFT
+                .union(Flags::DELETED)
+                .union(Flags::keyword(0).unwrap()),
             Flags::FLAGGED.union(Flags::DELETED)
         ]
     );
@@ -1119,4 +1148,142 @@ fn idle_in_a_vanished_folder_does_not_spin() {
         "each poke tries again, once"
     );
     h.send("DONE").ends("a3 OK IDLE terminated");
+}
+
+#[test]
+fn message_numbers_past_the_end_are_bad_even_in_an_empty_mailbox() {
+    let mut h = Harness::logged_in();
+    h.send("a1 SELECT Archive").has("* 0 EXISTS").ends("a1 OK");
+    h.send("a2 FETCH 1 FLAGS").lacks("FETCH (").ends("a2 BAD");
+    h.send("a3 COPY 1 INBOX").ends("a3 BAD");
+    h.send("a4 STORE 1 +FLAGS (\\Seen)").ends("a4 BAD");
+    h.send("a5 FETCH 1:* FLAGS").ends("a5 BAD");
+    h.send("a6 UID FETCH 1:* FLAGS").ends("a6 OK");
+    h.send("a7 UID COPY 1 INBOX").ends("a7 OK");
+    assert_eq!(
+        h.driver.folders["INBOX"].messages.len(),
+        3,
+        "nothing copied"
+    );
+    h.send("b1 SELECT INBOX").ends("b1 OK");
+    h.send("b2 FETCH 4 FLAGS").ends("b2 BAD");
+    h.send("b3 COPY 2:4 Archive").ends("b3 BAD");
+    assert!(h.driver.folders["Archive"].messages.is_empty());
+}
+
+#[test]
+fn keywords_are_kept_searched_and_announced() {
+    let mut h = Harness::selected();
+    h.send("a1 STORE 2,3 +FLAGS ($hello $world)")
+        .has("* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $hello $world)")
+        .has("[PERMANENTFLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $hello $world \\*)]")
+        .has("* 2 FETCH (FLAGS (\\Seen $hello $world))")
+        .has("* 3 FETCH (FLAGS (\\Flagged \\Deleted $hello $world))")
+        .ends("a1 OK");
+    h.send("a2 STORE 3 -FLAGS ($HELLO)")
+        .lacks("* FLAGS")
+        .has("* 3 FETCH (FLAGS (\\Flagged \\Deleted $world))")
+        .ends("a2 OK");
+    let search = |h: &mut Harness, query: &str| -> String {
+        let w = h.send(&format!("s {query}"));
+        w.lines()
+            .iter()
+            .find(|l| l.starts_with("* SEARCH"))
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(search(&mut h, "SEARCH KEYWORD $hello"), "* SEARCH 2");
+    assert_eq!(search(&mut h, "SEARCH KEYWORD $World"), "* SEARCH 2 3");
+    assert_eq!(search(&mut h, "SEARCH UNKEYWORD $hello"), "* SEARCH 1 3");
+    assert_eq!(search(&mut h, "SEARCH KEYWORD $nothing"), "* SEARCH");
+    assert_eq!(
+        search(&mut h, "SEARCH UNKEYWORD $nothing"),
+        "* SEARCH 1 2 3"
+    );
+    h.send("a3 FETCH 2 FLAGS")
+        .has("* 2 FETCH (FLAGS (\\Seen $hello $world))")
+        .ends("a3 OK");
+    h.send("a4 STORE 2 FLAGS (\\Seen)")
+        .has("* 2 FETCH (FLAGS (\\Seen))")
+        .ends("a4 OK");
+    // A new SELECT shows the folder's keywords; a copy keeps its keywords by name.
+    h.send("a5 COPY 3 Archive").ends("a5 OK");
+    h.send("a6 SELECT Archive")
+        .has("* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $world)")
+        .ends("a6 OK");
+    h.send("a7 FETCH 1 FLAGS")
+        .has("* 1 FETCH (FLAGS (\\Flagged \\Deleted $world))")
+        .ends("a7 OK");
+    // APPEND takes keywords too.
+    h.send("a8 APPEND Archive ($Junk) {8}\r\nSubject:")
+        .has("* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $world $Junk)")
+        .ends("a8 OK");
+    h.send("a9 FETCH 2 FLAGS")
+        .has("* 2 FETCH (FLAGS ($Junk \\Recent))")
+        .ends("a9 OK");
+}
+
+#[test]
+fn a_full_keyword_table_drops_the_asterisk_and_refuses_more() {
+    let mut h = Harness::selected();
+    let many: Vec<String> = (0..26).map(|i| format!("k{i}")).collect();
+    h.send(&format!("a1 STORE 1 +FLAGS ({})", many.join(" ")))
+        .has("k25")
+        .lacks("\\*)]")
+        .ends("a1 OK");
+    h.send("a2 STORE 1 +FLAGS (one-more)").ends("a2 NO");
+    h.send("a3 STORE 1 +FLAGS (K3 \\Seen)").ends("a3 OK");
+}
+
+#[test]
+fn recent_is_told_after_select_copy_and_append() {
+    let mut h = Harness::logged_in();
+    let inbox = h.driver.folders.get_mut("INBOX").unwrap();
+    inbox.messages[2].meta.recent = true;
+    h.send("a1 SELECT INBOX")
+        .has("* 3 EXISTS\r\n* 1 RECENT")
+        .ends("a1 OK");
+    h.send("a2 FETCH 3 FLAGS")
+        .has("* 3 FETCH (FLAGS (\\Flagged \\Deleted \\Recent))")
+        .ends("a2 OK");
+    h.send("a3 COPY 1 INBOX")
+        .has("* 4 EXISTS\r\n* 2 RECENT")
+        .ends("a3 OK [COPYUID 1000 1 4]");
+    h.send("a4 APPEND INBOX {8}\r\nSubject:")
+        .has("* 5 EXISTS\r\n* 3 RECENT")
+        .ends("a4 OK");
+    h.send("a5 SEARCH RECENT")
+        .has("* SEARCH 3 4 5")
+        .ends("a5 OK");
+    h.send("a6 COPY 1 Archive").lacks("RECENT").ends("a6 OK");
+}
+
+#[test]
+fn create_with_a_trailing_delimiter_and_lsub_parents() {
+    let mut h = Harness::logged_in();
+    h.send("a1 CREATE Projects.").ends("a1 OK");
+    h.send("a2 CREATE Projects.2024.").ends("a2 OK");
+    assert!(h.driver.folders.contains_key("Projects"));
+    assert!(h.driver.folders.contains_key("Projects.2024"));
+    h.send("a3 CREATE Projects.").ends("a3 NO [ALREADYEXISTS]");
+    h.send("a4 CREATE .").ends("a4 NO [CANNOT]");
+    h.send("a5 CREATE Projects..").ends("a5 NO [CANNOT]");
+    h.send("a6 LIST \"\" \"Projects*\"")
+        .has("* LIST (\\HasChildren) \".\" Projects\r\n")
+        .has("* LIST (\\HasNoChildren) \".\" Projects.2024\r\n")
+        .ends("a6 OK");
+    // Only the child is subscribed: `%` shows the parent, \Noselect; `*` shows the child.
+    h.send("b1 SUBSCRIBE Projects.2024").ends("b1 OK");
+    h.send("b2 LSUB \"\" \"%\"")
+        .has("* LSUB (\\Noselect \\HasChildren) \".\" Projects\r\n")
+        .lacks("Projects.2024")
+        .ends("b2 OK");
+    h.send("b3 LSUB \"\" \"*\"")
+        .has("* LSUB (\\HasNoChildren) \".\" Projects.2024\r\n")
+        .lacks("\" Projects\r\n")
+        .ends("b3 OK");
+    h.send("b4 SUBSCRIBE Projects").ends("b4 OK");
+    h.send("b5 LSUB \"\" \"%\"")
+        .has("* LSUB (\\HasChildren) \".\" Projects\r\n")
+        .ends("b5 OK");
 }

@@ -4,13 +4,14 @@
 
 use std::num::NonZeroU32;
 
+use imap_types::core::Atom;
 use imap_types::fetch::MessageDataItem;
-use imap_types::flag::{Flag, FlagFetch};
-use imap_types::response::Data;
+use imap_types::flag::{Flag, FlagFetch, FlagPerm};
+use imap_types::response::{Code, Data, StatusKind};
 use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use super::reply::Reply;
-use crate::imap::mailbox::Flags;
+use crate::imap::mailbox::{Flags, MAX_KEYWORDS, keyword_index};
 
 /// One message as the driver reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub uidnext: u32,
     /// In UID order.
     pub messages: Vec<MessageMeta>,
+    /// The folder's keyword names; keyword bit `i` of a message's flags is `keywords[i]`.
+    pub keywords: Vec<String>,
 }
 
 /// A message sequence set the client named past the end of the mailbox.
@@ -45,6 +48,8 @@ pub struct View {
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub messages: Vec<MessageMeta>,
+    /// The folder's keyword names, as in [`Snapshot::keywords`].
+    pub keywords: Vec<String>,
     /// Something may have changed on disk since the last snapshot.
     pub dirty: bool,
 }
@@ -60,8 +65,51 @@ impl View {
             uidvalidity: snapshot.uidvalidity,
             uidnext: snapshot.uidnext,
             messages,
+            keywords: snapshot.keywords,
             dirty: false,
         }
+    }
+
+    /// `* FLAGS (…)` and `* OK [PERMANENTFLAGS (…)]`: the system flags and the folder's
+    /// keywords; `\*` while the folder has room for another keyword; nothing permanent when
+    /// read-only.
+    pub fn flag_replies(&self) -> Vec<Reply> {
+        let mut flags = system_flags(
+            Flags::SEEN
+                .union(Flags::ANSWERED)
+                .union(Flags::FLAGGED)
+                .union(Flags::DELETED)
+                .union(Flags::DRAFT),
+        );
+        flags.extend(self.keywords.iter().filter_map(|k| keyword_flag(k)));
+        let permanent = if self.read_only {
+            Vec::new()
+        } else {
+            let mut permanent: Vec<FlagPerm<'static>> =
+                flags.iter().cloned().map(FlagPerm::Flag).collect();
+            if self.keywords.len() < MAX_KEYWORDS {
+                permanent.push(FlagPerm::Asterisk);
+            }
+            permanent
+        };
+        vec![
+            Reply::data(Data::Flags(flags)),
+            Reply::untagged(
+                StatusKind::Ok,
+                Some(Code::PermanentFlags(permanent)),
+                "flags kept",
+            ),
+        ]
+    }
+
+    /// Takes the folder's keyword table as the driver last read it (names are only ever
+    /// added); returns the FLAGS replies when it grew.
+    pub fn learn_keywords(&mut self, keywords: Vec<String>) -> Vec<Reply> {
+        if keywords.len() <= self.keywords.len() {
+            return Vec::new();
+        }
+        self.keywords = keywords;
+        self.flag_replies()
     }
 
     pub fn exists(&self) -> u32 {
@@ -90,7 +138,8 @@ impl View {
     }
 
     /// The positions `set` names, ascending and without repeats. A message number past the
-    /// end is an error; a UID that does not exist is ignored (RFC 3501 §6.4.8).
+    /// end (any number at all in an empty mailbox) is an error; a UID that does not exist is
+    /// ignored (RFC 3501 §6.4.8).
     pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, BadSequence> {
         if uid {
             let ranges = ranges(set, self.max_uid());
@@ -102,8 +151,10 @@ impl View {
                 .map(|(i, _)| i)
                 .collect());
         }
+        // RFC 3501 §9 (seq-number): a number past the end is an error, and so is `*` when
+        // the mailbox is empty, since it names no message.
         if self.messages.is_empty() {
-            return Ok(Vec::new());
+            return Err(BadSequence);
         }
         let ranges = ranges(set, self.exists());
         let mut out = Vec::new();
@@ -155,6 +206,7 @@ impl View {
         let old_exists = self.exists();
         let old_recent = self.recent();
         let max_old = self.max_uid();
+        let flag_replies = self.learn_keywords(snapshot.keywords);
         let mut gone = Vec::new();
         let mut kept = Vec::with_capacity(fresh.len());
         let mut changed = Vec::new();
@@ -178,7 +230,8 @@ impl View {
                 _ => gone.push(old.uid),
             }
         }
-        let mut replies = self.expunge(&gone);
+        let mut replies = flag_replies;
+        replies.extend(self.expunge(&gone));
         // A message whose UID is below one the client already has cannot be shown without
         // renumbering; with UIDs only ever growing that never happens, so it is left out.
         let added: Vec<MessageMeta> = fresh.into_iter().filter(|m| m.uid > max_old).collect();
@@ -202,7 +255,7 @@ impl View {
     /// `* n FETCH (FLAGS (…) [UID u])` for the message at `index`.
     pub fn flags_reply(&self, index: usize, with_uid: bool) -> Option<Reply> {
         let message = self.messages.get(index)?;
-        let mut items = vec![MessageDataItem::Flags(flag_list(message))];
+        let mut items = vec![MessageDataItem::Flags(flag_list(message, &self.keywords))];
         if with_uid {
             items.push(MessageDataItem::Uid(NonZeroU32::new(message.uid)?));
         }
@@ -211,12 +264,20 @@ impl View {
     }
 }
 
-/// The flags of a message as FETCH FLAGS shows them.
-pub fn flag_list(message: &MessageMeta) -> Vec<FlagFetch<'static>> {
+/// The flags of a message as FETCH FLAGS shows them: system flags, keywords (named by the
+/// folder's table `keywords`), `\Recent`.
+pub fn flag_list(message: &MessageMeta, keywords: &[String]) -> Vec<FlagFetch<'static>> {
     let mut out: Vec<FlagFetch<'static>> = system_flags(message.flags)
         .into_iter()
         .map(FlagFetch::Flag)
         .collect();
+    out.extend(
+        message
+            .flags
+            .keyword_indexes()
+            .filter_map(|i| keyword_flag(keywords.get(i)?))
+            .map(FlagFetch::Flag),
+    );
     if message.recent {
         out.push(FlagFetch::Recent);
     }
@@ -239,7 +300,37 @@ pub fn system_flags(flags: Flags) -> Vec<Flag<'static>> {
     out
 }
 
-/// The system flags among `flags`; keywords are not kept (PERMANENTFLAGS says so).
+/// A keyword's name as a flag (`None` for a name that is not an atom, which no client can
+/// have given).
+fn keyword_flag(name: &str) -> Option<Flag<'static>> {
+    Atom::try_from(name.to_owned()).ok().map(Flag::Keyword)
+}
+
+/// Does the message at `index` carry keyword `name`?
+pub fn has_keyword(view: &View, index: usize, name: &str) -> bool {
+    let Some(message) = view.messages.get(index) else {
+        return false;
+    };
+    keyword_index(&view.keywords, name)
+        .and_then(Flags::keyword)
+        .is_some_and(|bit| message.flags.contains(bit))
+}
+
+/// The keywords among `flags`, each once (ignoring ASCII case). `\Recent` and unknown
+/// `\Extension` flags are not kept.
+pub fn keywords_of(flags: &[Flag<'_>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for flag in flags {
+        if let Flag::Keyword(atom) = flag
+            && keyword_index(&out, atom.inner()).is_none()
+        {
+            out.push(atom.inner().to_owned());
+        }
+    }
+    out
+}
+
+/// The system flags among `flags`; keywords go by name ([`keywords_of`]).
 pub fn flags_of(flags: &[Flag<'_>]) -> Flags {
     flags.iter().fold(Flags::NONE, |acc, f| {
         acc.union(match f {
@@ -318,6 +409,7 @@ mod tests {
                 uidvalidity: 7,
                 uidnext: 100,
                 messages: uids.iter().map(|&u| meta(u, Flags::NONE)).collect(),
+                keywords: Vec::new(),
             },
         )
     }
@@ -335,7 +427,13 @@ mod tests {
             "n:* names the last"
         );
         assert_eq!(v.resolve(&set("1,100"), true), Ok(vec![]));
-        assert_eq!(view(&[]).resolve(&set("1:*"), false), Ok(vec![]));
+        assert_eq!(view(&[]).resolve(&set("1"), false), Err(BadSequence));
+        assert_eq!(view(&[]).resolve(&set("1:*"), false), Err(BadSequence));
+        assert_eq!(
+            view(&[]).resolve(&set("1:*"), true),
+            Ok(vec![]),
+            "UIDs may miss"
+        );
         assert!(v.set_contains(&set("2:3"), false, 2));
         assert!(!v.set_contains(&set("2:3"), true, 1));
         assert!(v.set_contains(&set("*"), true, 3));
@@ -352,6 +450,7 @@ mod tests {
                 meta(3, Flags::NONE),
                 meta(4, Flags::NONE),
             ],
+            keywords: Vec::new(),
         };
         let wire: Vec<String> = v
             .update(snapshot)

@@ -168,6 +168,8 @@ pub enum RcptDecision {
     AcceptRelay,
     /// R17: a local domain without such a mailbox.
     RefuseUnknown,
+    /// R28: the address's aliases loop.
+    RefuseLoop,
     /// R16: `550 5.7.1 Unable to relay`.
     RefuseRelay,
     /// R15: the declared SIZE does not fit the quota.
@@ -191,6 +193,7 @@ pub fn decide_recipient(
             quota_left,
         } => r17_local_recipient(Some((mailbox, *quota_left)), declared_size),
         RecipientLookup::LocalUnknown => r17_local_recipient(None, declared_size),
+        RecipientLookup::AliasLoop => RcptDecision::RefuseLoop,
         RecipientLookup::NotLocal if relay_permitted => RcptDecision::AcceptRelay,
         RecipientLookup::NotLocal => RcptDecision::RefuseRelay,
         RecipientLookup::TempFail => RcptDecision::TempFail,

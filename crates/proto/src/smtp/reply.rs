@@ -243,6 +243,14 @@ impl Reply {
     pub fn no_such_mailbox() -> Reply {
         r(550, (5, 1, 1), "Mailbox unavailable: no such user here")
     }
+    /// R28: RFC 3463's "routing loop detected".
+    pub fn alias_loop() -> Reply {
+        r(
+            550,
+            (5, 4, 6),
+            "Alias loop: mail to this address cannot be delivered",
+        )
+    }
     /// R16.
     pub fn relay_denied(address: &str) -> Reply {
         r(550, (5, 7, 1), format!("Unable to relay for <{address}>"))

@@ -99,7 +99,7 @@ pub enum Request {
     /// [`Response::TempFail`].
     Authenticate(Credentials),
     /// Is this a local recipient? → [`Response::Local`], [`Response::LocalUnknown`],
-    /// [`Response::NotLocal`] or [`Response::TempFail`]. Never asked for a routed path (R16).
+    /// [`Response::AliasLoop`], [`Response::NotLocal`] or [`Response::TempFail`]. Never asked for a routed path (R16).
     CheckRecipient(RcptAddress),
     /// DATA may start: make a spool file in the store for the message and write this trace
     /// header at its head, dated by the driver → [`Response::Opened`] (then `354`),
@@ -203,6 +203,8 @@ pub enum Response {
     },
     /// R17: a local domain, no such mailbox.
     LocalUnknown,
+    /// R28: a local address whose aliases loop (or nest too deep): refused, never retried.
+    AliasLoop,
     NotLocal,
     /// The spool file is made and holds the trace header.
     Opened,
@@ -225,6 +227,7 @@ pub enum RecipientLookup {
         quota_left: Option<u64>,
     },
     LocalUnknown,
+    AliasLoop,
     NotLocal,
     TempFail,
 }
@@ -367,6 +370,7 @@ impl Session {
                 Pending::Recipient { .. },
                 Response::Local { .. }
                     | Response::LocalUnknown
+                    | Response::AliasLoop
                     | Response::NotLocal
                     | Response::TempFail
             ) | (
@@ -686,6 +690,7 @@ impl Session {
                 quota_left,
             },
             Response::LocalUnknown => RecipientLookup::LocalUnknown,
+            Response::AliasLoop => RecipientLookup::AliasLoop,
             Response::NotLocal => RecipientLookup::NotLocal,
             _ => RecipientLookup::TempFail,
         };
@@ -697,6 +702,7 @@ impl Session {
             RcptDecision::AcceptLocal { mailbox } => Target::Local { mailbox },
             RcptDecision::AcceptRelay => Target::Relay,
             RcptDecision::RefuseUnknown => return self.refuse(Reply::no_such_mailbox()),
+            RcptDecision::RefuseLoop => return self.refuse(Reply::alias_loop()),
             RcptDecision::RefuseRelay => return self.refuse(Reply::relay_denied(&address)),
             RcptDecision::RefuseQuota => return self.reply(Reply::quota_exceeded()),
             RcptDecision::TempFail => return self.reply(Reply::lookup_temp_fail()),

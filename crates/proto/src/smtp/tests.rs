@@ -76,6 +76,7 @@ impl Driver {
                         quota_left: Some(100),
                     },
                     "temp" => Response::TempFail,
+                    "looping" => Response::AliasLoop,
                     _ => Response::LocalUnknown,
                 }
             }
@@ -374,6 +375,15 @@ fn recipients_local_unknown_and_temporary() {
         1,
         "one copy per mailbox"
     );
+}
+
+#[test]
+fn an_alias_loop_is_refused_at_rcpt_and_the_transaction_goes_on_r28() {
+    let mut h = Harness::ready(config());
+    h.cmd("MAIL FROM:<a@b.example>").expect("250");
+    h.cmd("RCPT TO:<looping@example.jp>").expect("550 5.4.6");
+    h.cmd("RCPT TO:<user@example.jp>").expect("250 2.1.5");
+    h.cmd("DATA").expect("354");
 }
 
 #[test]

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::lock::{lock_folder, private};
 use super::mailstore::make_folder;
 use super::uidlist::{self, UidList};
-use super::{FlagOp, Flags, FolderError, INBOX, Mailstore, check_name, now_secs};
+use super::{FlagOp, Flags, FolderError, INBOX, Mailstore, check_name, keywords, now_secs};
 use crate::maildir::{arrival_key, unique_name};
+use dirmail_proto::imap::mailbox::keyword_bits;
 
 /// One message of a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,8 @@ pub struct Entry {
     pub size: u64,
     /// INTERNALDATE, seconds since the epoch: the delivery (or APPEND) time.
     pub internal_date: i64,
-    /// This `Folder` value moved it out of `new/`: it is `\Recent` for this session only.
+    /// `\Recent`: this `Folder` value (a SELECT) is the first to see it, or (EXAMINE,
+    /// STATUS) no SELECT has seen it yet.
     pub recent: bool,
     pub(super) unique: String,
     /// Where it was last seen, relative to the folder (`cur/…`).
@@ -90,13 +92,21 @@ pub struct Folder {
     entries: Vec<Entry>,
     /// Unique name → index in `entries`.
     index: HashMap<String, usize>,
+    /// The folder's keyword names as of the last scan (see `keywords.rs`).
+    keywords: Vec<String>,
+    /// The lowest UID no SELECT has seen yet (see `uidlist.rs`).
+    first_recent: u32,
+    /// Opened by SELECT: messages new to the folder are `\Recent` here, and for no one after.
+    claims: bool,
     /// Lets `Mailstore` hand out UIDVALIDITY values when the list is made.
     store: Mailstore,
 }
 
 impl Folder {
-    /// Opens and scans folder `name`. With `take_new`, messages in `new/` move to `cur/` and are
-    /// `\Recent` for this value (SELECT, EXAMINE); without, they are left there (STATUS).
+    /// Opens and scans folder `name`. With `take_new` (SELECT), messages in `new/` move to
+    /// `cur/`, and those no SELECT has seen yet are `\Recent` for this value and, from now on,
+    /// for no other; without (EXAMINE, STATUS, the target of COPY), `new/` is left alone and
+    /// `\Recent` only looked at.
     pub fn open(store: &Mailstore, name: &str, take_new: bool) -> Result<Folder, FolderError> {
         let name = check_name(name)?;
         let dir = store.dir_of(&name);
@@ -115,6 +125,9 @@ impl Folder {
             uidnext: 1,
             entries: Vec::new(),
             index: HashMap::new(),
+            keywords: Vec::new(),
+            first_recent: 1,
+            claims: take_new,
             store: store.clone(),
         };
         folder.scan(take_new)?;
@@ -137,9 +150,47 @@ impl Folder {
         self.uidnext
     }
 
+    /// Was this opened by SELECT (see [`Self::open`])? Its re-scans claim `\Recent` too.
+    pub fn claims_recent(&self) -> bool {
+        self.claims
+    }
+
+    /// How many messages no SELECT has seen yet (STATUS RECENT).
+    pub fn unclaimed_recent(&self) -> u32 {
+        let first = self.first_recent;
+        u32::try_from(self.entries.iter().filter(|e| e.uid >= first).count()).unwrap_or(u32::MAX)
+    }
+
     /// The messages in UID order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// The folder's keyword names: keyword bit `i` of an entry's flags is `keywords()[i]`.
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+
+    /// Gives keywords `names` their bits, adding names the folder lacks to its table (written
+    /// durably before any file is renamed to carry them). Under the lock. `Err` names the
+    /// keywords that found no room when `all` is asked for.
+    fn keyword_bits_locked(&mut self, names: &[String], all: bool) -> Result<Flags, FolderError> {
+        if names.is_empty() {
+            return Ok(Flags::NONE);
+        }
+        let mut table = keywords::read(&self.dir)?;
+        let before = table.len();
+        let (bits, placed) = keyword_bits(&mut table, names);
+        if all && !placed {
+            return Err(FolderError::Refused(
+                "a folder holds at most 26 keywords, and this one has no room for another",
+            ));
+        }
+        if table.len() != before {
+            keywords::write(&self.dir, &table)?;
+        }
+        self.keywords = table;
+        Ok(bits)
     }
 
     fn lock(&self) -> io::Result<fs::File> {
@@ -156,6 +207,10 @@ impl Folder {
     /// The scan, under the lock. `reload` reads the UID list even when every file is known, so
     /// that UIDNEXT is the one on disk before new UIDs are given (APPEND, COPY).
     fn scan_locked(&mut self, take_new: bool, reload: bool) -> io::Result<()> {
+        // A SELECTed folder claims what arrives in any of its scans (APPEND and COPY re-scan
+        // too), so nothing it gave a UID stays unclaimed.
+        let take_new = take_new || self.claims;
+        self.keywords = keywords::read(&self.dir)?;
         let mut found = list_files(&self.dir)?;
         let mut moved = std::collections::HashSet::new();
         if take_new {
@@ -181,19 +236,26 @@ impl Folder {
         found.sort_by_cached_key(|f| arrival_key(&f.unique));
 
         let unknown = found.iter().any(|f| !self.index.contains_key(&f.unique));
+        // A list made here is written even when the folder is empty: its UIDVALIDITY must be
+        // the one every later SELECT, STATUS and COPYUID sees.
+        let mut changed = false;
         let mut list = if unknown || reload || self.uidvalidity == 0 {
             Some(match uidlist::read(&self.dir)? {
                 Some(list) => list,
-                None => UidList {
-                    uidvalidity: self.store.next_uidvalidity()?,
-                    uidnext: 1,
-                    known: HashMap::new(),
-                },
+                None => {
+                    changed = true;
+                    UidList {
+                        uidvalidity: self.store.next_uidvalidity()?,
+                        uidnext: 1,
+                        first_recent: 1,
+                        known: HashMap::new(),
+                    }
+                }
             })
         } else {
             None
         };
-        let mut changed = false;
+        let first_recent = list.as_ref().map_or(self.first_recent, |l| l.first_recent);
         let mut previous: HashMap<String, Entry> = std::mem::take(&mut self.entries)
             .into_iter()
             .map(|e| (e.unique.clone(), e))
@@ -237,7 +299,7 @@ impl Folder {
                 flags: Flags::from_info(&f.info),
                 size,
                 internal_date,
-                recent,
+                recent: recent || uid >= first_recent,
                 unique: f.unique,
                 file: f.file,
             });
@@ -248,6 +310,11 @@ impl Folder {
             self.uidnext = self.uidnext.max(list.uidnext);
             // Entries of vanished files are pruned when the list is written anyway.
             changed |= list.known.len() != entries.len();
+        }
+        self.first_recent = first_recent;
+        if take_new && self.first_recent != self.uidnext {
+            self.first_recent = self.uidnext;
+            changed = true;
         }
         self.entries = entries;
         self.reindex();
@@ -268,7 +335,11 @@ impl Folder {
 
     /// Writes the list of the current entries (vanished ones are pruned). Under the lock.
     fn write_uidlist(&self) -> io::Result<()> {
-        uidlist::write(&self.dir, self.uidvalidity, self.uidnext, &self.entries)
+        uidlist::write(
+            &self.dir,
+            (self.uidvalidity, self.uidnext, self.first_recent),
+            &self.entries,
+        )
     }
 
     fn position(&self, uid: u32) -> Option<usize> {
@@ -335,16 +406,20 @@ impl Folder {
         Ok(None)
     }
 
-    /// STORE: changes the flags of `uids` on disk, starting from each file's current flags (so
-    /// concurrent changes by others are kept), and returns the resulting flags of those still
-    /// there.
+    /// STORE: changes the system `flags` and the keywords `names` of `uids` on disk, starting
+    /// from each file's current flags (so concurrent changes by others are kept), and returns
+    /// the resulting flags of those still there (their keyword bits index [`Self::keywords`]).
+    /// Refused, changing nothing, when a new keyword finds no room in the folder's table.
     pub fn store(
         &mut self,
         uids: &[u32],
         op: FlagOp,
         flags: Flags,
-    ) -> io::Result<Vec<(u32, Flags)>> {
+        names: &[String],
+    ) -> Result<Vec<(u32, Flags)>, FolderError> {
         let _lock = self.lock()?;
+        self.keywords = keywords::read(&self.dir)?;
+        let flags = flags.system().union(self.keyword_bits_locked(names, true)?);
         let mut out = Vec::with_capacity(uids.len());
         for &uid in uids {
             let Some(i) = self.position(uid) else {
@@ -365,7 +440,7 @@ impl Folder {
                 match fs::rename(&path, self.dir.join(&target)) {
                     Ok(()) => entry.file = target,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
             }
             entry.flags = wanted;
@@ -412,14 +487,25 @@ impl Folder {
             let gone_set: std::collections::HashSet<u32> = gone.iter().copied().collect();
             self.entries.retain(|e| !gone_set.contains(&e.uid));
             self.reindex();
+            // This view may be older than the list on disk (another session appended since
+            // our last scan): merge with it first, or writing our view would drop those
+            // messages' UIDs and a later scan would number them again.
+            self.scan_locked(false, true)?;
             self.write_uidlist()?;
         }
         Ok(gone)
     }
 
-    /// APPEND: a durable new message in `cur/` with `flags` and INTERNALDATE `date` (now when
+    /// APPEND: a durable new message in `cur/` with the system `flags`, the keywords `names`
+    /// (those the folder has no room for are dropped) and INTERNALDATE `date` (now when
     /// `None`). Returns its UID.
-    pub fn append(&mut self, message: &[u8], flags: Flags, date: Option<i64>) -> io::Result<u32> {
+    pub fn append(
+        &mut self,
+        message: &[u8],
+        flags: Flags,
+        names: &[String],
+        date: Option<i64>,
+    ) -> Result<u32, FolderError> {
         let unique = format!("{},S={}", unique_name(&self.hostname), message.len());
         let tmp = self.dir.join("tmp").join(&unique);
         let date = date.unwrap_or_else(now_secs);
@@ -433,6 +519,9 @@ impl Folder {
             drop(file);
             let _lock = self.lock()?;
             self.scan_locked(false, true)?;
+            let flags = flags
+                .system()
+                .union(self.keyword_bits_locked(names, false)?);
             let file = format!("cur/{unique}:2,{}", flags.apply_to_info(""));
             fs::hard_link(&tmp, self.dir.join(&file))?;
             fs::File::open(self.dir.join("cur"))?.sync_all()?;
@@ -447,6 +536,9 @@ impl Folder {
                 unique: unique.clone(),
                 file,
             });
+            if self.claims {
+                self.first_recent = self.uidnext;
+            }
             self.reindex();
             self.write_uidlist()?;
             Ok(uid)
@@ -473,6 +565,7 @@ impl Folder {
             (self.lock()?, b)
         };
         target.scan_locked(false, true)?;
+        self.keywords = keywords::read(&self.dir)?;
         let pairs = self.link_into(uids, target)?;
         if remove {
             let moved: Vec<u32> = pairs.iter().map(|(from, _)| *from).collect();
@@ -497,10 +590,13 @@ impl Folder {
             let Some(entry) = self.entries.get(i).cloned() else {
                 continue;
             };
-            let new = self.link_one(&path, &entry, &self.dir.clone(), self.uidnext)?;
+            let new = self.link_one(&path, &entry, entry.flags, &self.dir.clone(), self.uidnext)?;
             self.uidnext = self.uidnext.saturating_add(1);
             pairs.push((uid, new.uid));
             made.push(new);
+        }
+        if self.claims {
+            self.first_recent = self.uidnext;
         }
         self.entries.extend(made);
         self.reindex();
@@ -513,6 +609,19 @@ impl Folder {
     }
 
     fn link_into(&mut self, uids: &[u32], target: &mut Folder) -> io::Result<Vec<(u32, u32)>> {
+        // The keywords go by name: the target's table gets the names first (written before any
+        // file carries their letters); one that finds no room there is dropped.
+        let mut table = target.keywords.clone();
+        let mut flags = HashMap::new();
+        for &uid in uids {
+            if let Some(entry) = self.position(uid).and_then(|i| self.entries.get(i)) {
+                flags.insert(uid, entry.flags.remap(&self.keywords, &mut table));
+            }
+        }
+        if table.len() != target.keywords.len() {
+            keywords::write(&target.dir, &table)?;
+            target.keywords = table;
+        }
         let mut pairs = Vec::new();
         for &uid in uids {
             let Some(i) = self.position(uid) else {
@@ -524,10 +633,14 @@ impl Folder {
             let Some(entry) = self.entries.get(i).cloned() else {
                 continue;
             };
-            let new = self.link_one(&path, &entry, &target.dir, target.uidnext)?;
+            let flags = flags.get(&uid).copied().unwrap_or(entry.flags.system());
+            let new = self.link_one(&path, &entry, flags, &target.dir, target.uidnext)?;
             target.uidnext = target.uidnext.saturating_add(1);
             pairs.push((uid, new.uid));
             target.entries.push(new);
+        }
+        if target.claims {
+            target.first_recent = target.uidnext;
         }
         if !pairs.is_empty() {
             fs::File::open(target.dir.join("cur"))?.sync_all()?;
@@ -538,10 +651,17 @@ impl Folder {
     }
 
     /// Links (or, across file systems, copies) one message into `dir/cur/` under a new unique
-    /// name.
-    fn link_one(&self, path: &Path, entry: &Entry, dir: &Path, uid: u32) -> io::Result<Entry> {
+    /// name, with `flags`.
+    fn link_one(
+        &self,
+        path: &Path,
+        entry: &Entry,
+        flags: Flags,
+        dir: &Path,
+        uid: u32,
+    ) -> io::Result<Entry> {
         let unique = format!("{},S={}", unique_name(&self.hostname), entry.size);
-        let file = format!("cur/{unique}:2,{}", entry.flags.apply_to_info(""));
+        let file = format!("cur/{unique}:2,{}", flags.apply_to_info(""));
         let dest = dir.join(&file);
         if let Err(e) = fs::hard_link(path, &dest) {
             if e.kind() == io::ErrorKind::AlreadyExists {
@@ -552,7 +672,7 @@ impl Folder {
         }
         Ok(Entry {
             uid,
-            flags: entry.flags,
+            flags,
             size: entry.size,
             internal_date: entry.internal_date,
             recent: true,

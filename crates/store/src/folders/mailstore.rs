@@ -197,13 +197,14 @@ impl Mailstore {
         Ok(())
     }
 
-    /// STATUS counts; `new/` is counted as recent and left where it is.
+    /// STATUS counts; RECENT is what no SELECT has seen yet, and `new/` is left where it is.
     pub fn status(&self, name: &str) -> Result<FolderStatus, FolderError> {
         let name = check_name(name)?;
         let folder = Folder::open(self, &name, false)?;
         let mut status = FolderStatus {
             uidnext: folder.uidnext(),
             uidvalidity: folder.uidvalidity(),
+            recent: folder.unclaimed_recent(),
             ..FolderStatus::default()
         };
         for entry in folder.entries() {
@@ -214,9 +215,6 @@ impl Mailstore {
             }
             if entry.flags.contains(Flags::DELETED) {
                 status.deleted += 1;
-            }
-            if entry.file.starts_with("new/") {
-                status.recent += 1;
             }
         }
         Ok(status)

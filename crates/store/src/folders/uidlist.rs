@@ -1,6 +1,10 @@
 //! The `dirmail-uidlist` file of a folder (why a file per folder: see [`super`]): a header
-//! `dirmail-uidlist v1 <uidvalidity> <uidnext>`, then one line per message,
+//! `dirmail-uidlist v1 <uidvalidity> <uidnext> <first recent>`, then one line per message,
 //! `<uid> <internal date> <size> <unique name>`. Read and written only under the folder's lock.
+//!
+//! `<first recent>` is the lowest UID still `\Recent`: the next session to SELECT the folder
+//! sees the messages from there on as `\Recent` and moves it to UIDNEXT. Lists written before
+//! it existed have no fourth number; then nothing already listed is `\Recent`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,6 +23,8 @@ const MAGIC: &str = "dirmail-uidlist v1";
 pub(super) struct UidList {
     pub(super) uidvalidity: u32,
     pub(super) uidnext: u32,
+    /// The lowest UID not yet shown `\Recent` to a session that SELECTed the folder.
+    pub(super) first_recent: u32,
     /// unique name → (uid, internal date, size)
     pub(super) known: HashMap<String, (u32, i64, u64)>,
 }
@@ -45,9 +51,14 @@ pub(super) fn read(dir: &Path) -> io::Result<Option<UidList>> {
     if uidvalidity == 0 || uidnext == 0 {
         return Ok(None);
     }
+    let first_recent = match numbers.next() {
+        Some(Ok(first)) => first,
+        _ => uidnext,
+    };
     let mut list = UidList {
         uidvalidity,
         uidnext,
+        first_recent,
         known: HashMap::new(),
     };
     for line in lines {
@@ -72,12 +83,11 @@ pub(super) fn read(dir: &Path) -> io::Result<Option<UidList>> {
 /// Replaces the list with `entries` (entries of vanished files are thereby pruned).
 pub(super) fn write(
     dir: &Path,
-    uidvalidity: u32,
-    uidnext: u32,
+    (uidvalidity, uidnext, first_recent): (u32, u32, u32),
     entries: &[Entry],
 ) -> io::Result<()> {
     let mut text = String::with_capacity(64 + entries.len() * 72);
-    text.push_str(&format!("{MAGIC} {uidvalidity} {uidnext}\n"));
+    text.push_str(&format!("{MAGIC} {uidvalidity} {uidnext} {first_recent}\n"));
     for e in entries {
         text.push_str(&format!(
             "{} {} {} {}\n",

@@ -8,15 +8,15 @@ use std::num::NonZeroU32;
 use imap_types::core::{Atom, QuotedChar, Tag};
 use imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_types::extensions::namespace::Namespace;
-use imap_types::flag::{Flag, FlagNameAttribute, FlagPerm};
+use imap_types::flag::{Flag, FlagNameAttribute};
 use imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_types::response::{Code, Data, StatusKind};
 use imap_types::status::{StatusDataItem, StatusDataItemName};
 
 use super::{Request, Response, Session};
-use crate::imap::mailbox::{DELIMITER, Flags, FolderStatus, INBOX, check_name};
+use crate::imap::mailbox::{DELIMITER, FolderStatus, INBOX, check_name};
 use crate::imap::reply::{Reply, code, istring};
-use crate::imap::view::{Snapshot, View, flags_of, system_flags};
+use crate::imap::view::{Snapshot, View, flags_of, keywords_of};
 
 /// A LIST pattern longer than this is refused (matching costs its length times the name's).
 const MAX_PATTERN: usize = 1024;
@@ -107,24 +107,9 @@ impl Session {
         snapshot: Snapshot,
     ) {
         let view = View::new(folder, read_only, snapshot);
-        let flags: Vec<Flag<'static>> = system_flags(
-            Flags::SEEN
-                .union(Flags::ANSWERED)
-                .union(Flags::FLAGGED)
-                .union(Flags::DELETED)
-                .union(Flags::DRAFT),
-        );
-        self.reply(Reply::data(Data::Flags(flags.clone())));
-        let permanent = if read_only {
-            Vec::new()
-        } else {
-            flags.into_iter().map(FlagPerm::Flag).collect()
-        };
-        self.reply(Reply::untagged(
-            StatusKind::Ok,
-            Some(Code::PermanentFlags(permanent)),
-            "flags kept",
-        ));
+        for reply in view.flag_replies() {
+            self.reply(reply);
+        }
         self.reply(Reply::data(Data::Exists(view.exists())));
         self.reply(Reply::data(Data::Recent(view.recent())));
         if let Some(unseen) = view.first_unseen().and_then(NonZeroU32::new) {
@@ -159,6 +144,17 @@ impl Session {
     }
 
     pub(super) fn create(&mut self, tag: Tag<'static>, mailbox: &Mailbox<'_>) {
+        // RFC 3501 §6.3.3: a trailing delimiter declares that names will be made under this
+        // one. Any folder here can have sub-folders, so the declaration is dropped.
+        let declared = match mailbox {
+            Mailbox::Other(other) => other
+                .as_ref()
+                .strip_suffix(&[DELIMITER as u8])
+                .filter(|name| !name.is_empty())
+                .and_then(|name| Mailbox::try_from(name.to_vec()).ok()),
+            Mailbox::Inbox => None,
+        };
+        let mailbox = declared.as_ref().unwrap_or(mailbox);
         self.simple(tag, mailbox, "CREATE completed", |folder| Request::Create {
             folder,
         })
@@ -263,9 +259,28 @@ impl Session {
             let prefix = format!("{name}{DELIMITER}");
             folders.iter().any(|f| f.starts_with(&prefix))
         };
+        // RFC 3501 §6.3.9: when `%` stops short of a subscribed name, LSUB shows the level it
+        // stops at, \Noselect, even though that level is not subscribed.
+        let mut unsubscribed_parents: HashSet<String> = HashSet::new();
+        if lsub {
+            let chosen: HashSet<&str> = subscribed.iter().map(String::as_str).collect();
+            for name in subscribed.iter().filter(|n| !wildcard_match(pattern, n)) {
+                let mut parent = name.as_str();
+                while let Some((p, _)) = parent.rsplit_once(DELIMITER) {
+                    if !chosen.contains(p) && wildcard_match(pattern, p) {
+                        unsubscribed_parents.insert(p.to_owned());
+                    }
+                    parent = p;
+                }
+            }
+        }
         // Parents of existing folders that do not exist themselves are shown \Noselect.
         let mut names: Vec<String> = if lsub {
-            subscribed.to_vec()
+            subscribed
+                .iter()
+                .cloned()
+                .chain(unsubscribed_parents.iter().cloned())
+                .collect()
         } else {
             let mut all: Vec<String> = folders.to_vec();
             for f in folders {
@@ -287,7 +302,7 @@ impl Session {
         }
         for name in names.iter().filter(|n| wildcard_match(pattern, n)) {
             let mut items = Vec::new();
-            if !existing.contains(name.as_str()) {
+            if !existing.contains(name.as_str()) || unsubscribed_parents.contains(name) {
                 items.push(FlagNameAttribute::Noselect);
             }
             let children = if has_children(name) {
@@ -407,6 +422,7 @@ impl Session {
             Request::Append {
                 folder,
                 flags: flags_of(flags),
+                keywords: keywords_of(flags),
                 date,
                 message,
             },

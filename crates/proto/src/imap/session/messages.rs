@@ -21,7 +21,7 @@ use crate::imap::mailbox::{FlagOp, Flags};
 use crate::imap::mime::Parsed;
 use crate::imap::reply::{Reply, code};
 use crate::imap::search::{self, Candidate};
-use crate::imap::view::{MessageMeta, flags_of};
+use crate::imap::view::{MessageMeta, flags_of, keywords_of};
 
 #[derive(Debug)]
 pub(super) struct FetchJob {
@@ -78,7 +78,7 @@ impl Pending {
             (self, response),
             (
                 Pending::FetchSeen(_) | Pending::Store { .. },
-                Response::Flags(_)
+                Response::Flags { .. }
             ) | (
                 Pending::FetchLoad(_) | Pending::SearchLoad(_),
                 Response::Messages(_)
@@ -215,6 +215,7 @@ impl Session {
                         uids: unseen,
                         op: FlagOp::Add,
                         flags: Flags::SEEN,
+                        keywords: Vec::new(),
                     },
                 );
             }
@@ -278,7 +279,14 @@ impl Session {
         let Ok(seq) = u32::try_from(index + 1) else {
             return Ok(None);
         };
-        fetch::reply(&job.items, seq, meta, raw, job.seen_set.contains(&uid))
+        fetch::reply(
+            &job.items,
+            seq,
+            meta,
+            &view.keywords,
+            raw,
+            job.seen_set.contains(&uid),
+        )
     }
 
     /// The continuation of FETCH: a batch of messages loaded, their replies, then the next.
@@ -454,13 +462,13 @@ impl Session {
                 uids,
                 op,
                 flags: flags_of(flags),
+                keywords: keywords_of(flags),
             },
         );
     }
 
     /// The continuation of STORE: the flags as they now are, told unless `.SILENT`.
     fn stored(&mut self, tag: Tag<'static>, silent: bool, uid: bool, changed: &[(u32, Flags)]) {
-        self.apply_flags(changed);
         if !silent && let Some(view) = &self.view {
             let replies: Vec<Reply> = changed
                 .iter()
@@ -539,7 +547,14 @@ impl Session {
         }
     }
 
-    fn apply_flags(&mut self, changed: &[(u32, Flags)]) {
+    /// Takes the flags the driver reports, after the keyword table they refer to (a table
+    /// that grew is told to the client first).
+    fn apply_flags(&mut self, changed: &[(u32, Flags)], keywords: Vec<String>) {
+        let Some(view) = &mut self.view else {
+            return;
+        };
+        let replies = view.learn_keywords(keywords);
+        self.out.extend(replies.into_iter().map(Event::Reply));
         let Some(view) = &mut self.view else {
             return;
         };
@@ -555,8 +570,8 @@ impl Session {
     /// The continuations of this group, each beside its command above; failures here.
     pub(super) fn messages_answered(&mut self, pending: Pending, response: Response) {
         match (pending, response) {
-            (Pending::FetchSeen(job), Response::Flags(changed)) => {
-                self.apply_flags(&changed);
+            (Pending::FetchSeen(job), Response::Flags { changed, keywords }) => {
+                self.apply_flags(&changed, keywords);
                 self.fetch_next(job);
             }
             (Pending::FetchLoad(job), Response::Messages(messages)) => {
@@ -565,7 +580,8 @@ impl Session {
             (Pending::SearchLoad(job), Response::Messages(messages)) => {
                 self.search_loaded(job, &messages)
             }
-            (Pending::Store { tag, silent, uid }, Response::Flags(changed)) => {
+            (Pending::Store { tag, silent, uid }, Response::Flags { changed, keywords }) => {
+                self.apply_flags(&changed, keywords);
                 self.stored(tag, silent, uid, &changed)
             }
             (Pending::Expunge { tag, close }, Response::Expunged(uids)) => {
