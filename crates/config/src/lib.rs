@@ -37,7 +37,31 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[directory]`: Active Directory (docs/spec.md §9). Present only when configured.
     pub directory: Option<DirectoryConfig>,
+    /// `[auth]`: the login cache (docs/spec.md, "The login cache").
+    pub auth: AuthConfig,
 }
+
+/// `[auth]`: the verified-credential cache, typed and bounded at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// How long a password found right is trusted without a check (and, under `ad`, the
+    /// user's standing: enabled, in the mail group). Zero: no cache at all.
+    pub cache_ttl: Duration,
+    /// The most accounts (and, apart, recent failures) the cache holds; the oldest goes first.
+    pub cache_size: usize,
+    /// How long a password found wrong is refused again without a check. Zero: never.
+    pub negative_ttl: Duration,
+}
+
+pub const DEFAULT_AUTH: AuthConfig = AuthConfig {
+    cache_ttl: Duration::from_secs(60 * 60),
+    cache_size: 10_000,
+    negative_ttl: Duration::from_secs(30),
+};
+/// `auth.cache_size` at most: a million accounts, about a hundred bytes each per table.
+pub const MAX_AUTH_CACHE_SIZE: usize = 1_000_000;
+/// `auth.negative_ttl` at most: a failure remembered longer would be a lockout in all but name.
+pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -331,7 +355,58 @@ struct RawConfig {
     outbound: RawOutbound,
     #[serde(default)]
     queue: RawQueue,
+    #[serde(default)]
+    auth: RawAuth,
     directory: Option<RawDirectory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    cache_ttl: Option<String>,
+    cache_size: Option<usize>,
+    negative_ttl: Option<String>,
+}
+
+impl RawAuth {
+    fn check(self) -> Result<AuthConfig, String> {
+        let cache_ttl = match self.cache_ttl {
+            Some(text) => parse_ttl(&text).map_err(|e| format!("auth.cache_ttl: {e}"))?,
+            None => DEFAULT_AUTH.cache_ttl,
+        };
+        let negative_ttl = match self.negative_ttl {
+            Some(text) => parse_ttl(&text).map_err(|e| format!("auth.negative_ttl: {e}"))?,
+            None => DEFAULT_AUTH.negative_ttl,
+        };
+        if negative_ttl > MAX_NEGATIVE_TTL {
+            return Err(format!(
+                "auth.negative_ttl is longer than {}s; a failed password is remembered at most 5m",
+                MAX_NEGATIVE_TTL.as_secs()
+            ));
+        }
+        let cache_size = self.cache_size.unwrap_or(DEFAULT_AUTH.cache_size);
+        if !(1..=MAX_AUTH_CACHE_SIZE).contains(&cache_size) {
+            return Err(format!(
+                "auth.cache_size is {cache_size}; it must be 1 to {MAX_AUTH_CACHE_SIZE} (cache_ttl = \"0\" turns the cache off)"
+            ));
+        }
+        Ok(AuthConfig {
+            cache_ttl,
+            cache_size,
+            negative_ttl,
+        })
+    }
+}
+
+/// A cache lifetime: `"0"` (off), or a timeout as [`parse_timeout`] reads it.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let number = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !number.is_empty() && number.parse::<f64>().is_ok_and(|n| n == 0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_timeout(text)
 }
 
 /// `[directory]` as written. `retry_interval` takes a unit (`"1s"`, `"500ms"`); the older
@@ -958,6 +1033,7 @@ impl Config {
         };
         let outbound = raw.outbound.check().map_err(&invalid)?;
         let queue = raw.queue.check().map_err(&invalid)?;
+        let auth = raw.auth.check().map_err(&invalid)?;
         if let Some(dir) = &raw.directory {
             // R21 is refused here, at start, before anything could bind.
             dirmail_rules::r21_encrypted_transport(&dir.url).map_err(|r| invalid(r.message))?;
@@ -982,6 +1058,7 @@ impl Config {
             quota: QuotaConfig { default_limit },
             outbound,
             queue,
+            auth,
             directory: raw
                 .directory
                 .map(|d| d.check(base))
@@ -1248,6 +1325,19 @@ max_age = "5d"
 # The sender is told once that the server is still trying after this long; false: never.
 delay_notice = "4h"
 
+[auth]
+# The login cache: a password found right is not checked again (no argon2 hash, no AD bind)
+# for cache_ttl, while nothing changes. Held in memory only, as a keyed hash, never the
+# password. changepwd, lock, delete, secret, migratetoad and set authentication empty it at
+# once, even while the server runs; a change made in Active Directory itself is seen within
+# cache_ttl. "0" turns the cache off.
+cache_ttl = "1h"
+# The most accounts it holds (1 to 1000000); the oldest entry makes room for a new one.
+cache_size = 10000
+# A password found wrong is refused again without a check for this long ("0": never; at most
+# "5m"). Failed logins still count for the throttle, and the right password is never refused.
+negative_ttl = "30s"
+
 # Active Directory (docs/spec.md §9). Needed for `set authentication ad` and `migratetoad`.
 # [directory]
 # url = "ldaps://dc1.example.jp"
@@ -1267,8 +1357,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auth_cache_settings_are_bounded() {
+        let parse = |text: &str| Config::parse(text, Path::new("/x/dirmail.toml"));
+        let auth = parse("").unwrap().auth;
+        assert_eq!(auth, DEFAULT_AUTH);
+        assert_eq!(parse(TEMPLATE_AUTH_CHECK).unwrap().auth, DEFAULT_AUTH);
+        let off = parse("[auth]\ncache_ttl = \"0\"\nnegative_ttl = \"0s\"\n")
+            .unwrap()
+            .auth;
+        assert_eq!(
+            (off.cache_ttl, off.negative_ttl),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let set = parse("[auth]\ncache_ttl = \"10m\"\ncache_size = 5\nnegative_ttl = \"5m\"\n")
+            .unwrap()
+            .auth;
+        assert_eq!(
+            set,
+            AuthConfig {
+                cache_ttl: Duration::from_secs(600),
+                cache_size: 5,
+                negative_ttl: Duration::from_secs(300),
+            }
+        );
+        for (text, says) in [
+            ("[auth]\ncache_size = 0\n", "auth.cache_size is 0"),
+            (
+                "[auth]\ncache_size = 1000001\n",
+                "auth.cache_size is 1000001",
+            ),
+            (
+                "[auth]\nnegative_ttl = \"6m\"\n",
+                "auth.negative_ttl is longer",
+            ),
+            ("[auth]\ncache_ttl = \"25h\"\n", "auth.cache_ttl"),
+            ("[auth]\ncache_ttl = \"soon\"\n", "auth.cache_ttl"),
+            ("[auth]\ncache_ttl = \"-1s\"\n", "auth.cache_ttl"),
+            ("[auth]\ncache = 1\n", "unknown field"),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    /// The `[auth]` table as the template writes it.
+    const TEMPLATE_AUTH_CHECK: &str =
+        "[auth]\ncache_ttl = \"1h\"\ncache_size = 10000\nnegative_ttl = \"30s\"\n";
+
+    #[test]
     fn template_parses() {
         let c = Config::parse(TEMPLATE, Path::new("/etc/dirmail/dirmail.toml")).unwrap();
+        assert_eq!(c.auth, DEFAULT_AUTH);
         assert_eq!(c.store.data_dir, Path::new("/etc/dirmail/dirmail-data"));
         assert_eq!(
             c.store.mailroot,

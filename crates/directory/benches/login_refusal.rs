@@ -63,7 +63,7 @@ fn refuse(store: &Store, user: &str, want: RefusalReason) {
         username: user.to_owned(),
         proof: Proof::Password(Secret::new("Wrong-guess-1")),
     };
-    match decide(store, None, Service::Pop3, black_box(&credentials)) {
+    match decide(store, None, None, Service::Pop3, black_box(&credentials)) {
         Err(LoginError::Refused(reason)) => assert_eq!(reason, want),
         other => panic!("{user}: {other:?}"),
     }

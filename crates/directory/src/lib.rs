@@ -3,6 +3,7 @@
 //! Directory. Adding a source changes the matches in this file, not the callers.
 
 pub mod ad;
+pub mod cache;
 mod ldap_pool;
 pub mod local;
 pub mod login;

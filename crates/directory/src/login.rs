@@ -5,10 +5,17 @@
 //! behind it (R23, R27), then the locks (R13, R14). Everything that fails says how, typed: a
 //! refusal with its reason for the log (R27), a lock, the directory unreachable (R24), or a
 //! store that failed. What the client is told is the protocol's business.
+//!
+//! With a [`CredentialCache`], a clear-text password found right a moment ago is not checked
+//! again, and one found wrong a moment ago is refused without a check; everything else (the
+//! policy, the mailbox, its locks) is read afresh every time. Digest proofs (APOP, CRAM-MD5)
+//! carry a challenge of their own session, so they never repeat and are not cached; under `ad`
+//! the AD user's standing behind them is.
 
 use rusqlite::Connection;
 
 pub use super::RefusalReason;
+use super::cache::CredentialCache;
 use super::local::LocalAccounts;
 use super::passwd_file::PasswdFile;
 use super::{AdDirectory, AdError, Directory, DirectoryError, Verdict};
@@ -92,10 +99,12 @@ impl From<AdError> for LoginError {
 }
 
 /// Decides a login: `Ok` with the mailbox whose owner proved who they are and may go on, else
-/// why not. `ad` is the configured Active Directory, when there is one.
+/// why not. `ad` is the configured Active Directory, when there is one; `cache`, the server's
+/// verified-credential cache, when it keeps one.
 pub fn decide(
     store: &Store,
     ad: Option<&AdDirectory>,
+    cache: Option<&CredentialCache>,
     service: Service,
     credentials: &Credentials,
 ) -> Result<MailboxRow, LoginError> {
@@ -115,26 +124,61 @@ pub fn decide(
     if proof.is_clear_text() && clear_text_refused(conn, service)? {
         return Err(LoginError::Refused(RefusalReason::SpaRequired));
     }
+    // Read before anything is checked: an entry made by this check belongs to the state it
+    // began in, so a change committed meanwhile leaves it out.
+    let cached = match cache {
+        Some(cache) => Some((cache, store::credential_generation(conn)?)),
+        None => None,
+    };
+    if let (Some((cache, generation)), Proof::Password(password)) = (cached, proof)
+        && let Some(reason) = cache.recent_failure(generation, username, password)
+    {
+        // Before the lookup, so a known and an unknown user are answered alike.
+        tracing::debug!(user = %username, "refused from the login cache (the same password failed a moment ago)");
+        return Err(LoginError::Refused(reason));
+    }
+    let remember_failure = |reason: RefusalReason| {
+        if let (Some((cache, generation)), Proof::Password(password)) = (cached, proof) {
+            cache.remember_failure(generation, username, password, reason);
+        }
+        LoginError::Refused(reason)
+    };
     let mailbox = match resolve(conn, username)? {
         Ok(mailbox) => mailbox,
         Err(reason) => {
             if let Proof::Password(password) = proof {
                 pretend_to_check(store, password)?;
             }
-            return Err(LoginError::Refused(reason));
+            return Err(remember_failure(reason));
         }
     };
+    let address = mailbox.address.to_string();
     match proof {
         Proof::Password(password) => {
-            let method = store::auth_method(conn)?;
-            let dir = store::layout(conn)?.maildir(&store.mailroot, &mailbox.address);
-            match Directory::open(method, conn, dir, ad)?.verify(&mailbox.address, password)? {
-                Verdict::Accepted => {}
-                // The mailbox exists, so an account that does not is a missing account.
-                Verdict::Refused(RefusalReason::UnknownUser) => {
-                    return Err(LoginError::Refused(RefusalReason::NoAccount));
+            let known = cached.is_some_and(|(cache, generation)| {
+                cache.password_verified(generation, mailbox.id, &address, password)
+            });
+            if known {
+                tracing::debug!(mailbox = %address, "password answered from the login cache");
+            } else {
+                let method = store::auth_method(conn)?;
+                let dir = store::layout(conn)?.maildir(&store.mailroot, &mailbox.address);
+                match Directory::open(method, conn, dir, ad)?.verify(&mailbox.address, password)? {
+                    Verdict::Accepted => {
+                        if let Some((cache, generation)) = cached {
+                            cache.remember_password(generation, mailbox.id, &address, password);
+                            if method == store::AuthMethod::Ad {
+                                // The bind found the user enabled and in the mail group.
+                                cache.remember_standing(generation, mailbox.id);
+                            }
+                        }
+                    }
+                    // The mailbox exists, so an account that does not is a missing account.
+                    Verdict::Refused(RefusalReason::UnknownUser) => {
+                        return Err(remember_failure(RefusalReason::NoAccount));
+                    }
+                    Verdict::Refused(reason) => return Err(remember_failure(reason)),
                 }
-                Verdict::Refused(reason) => return Err(LoginError::Refused(reason)),
             }
         }
         // SPEC §10: APOP and CRAM-MD5 against the mailbox's mail secret; under `ad` the AD
@@ -147,8 +191,15 @@ pub fn decide(
                 return Err(LoginError::Refused(RefusalReason::BadPassword));
             }
             if store::auth_method(conn)? == store::AuthMethod::Ad {
-                let ad = ad.ok_or(DirectoryError::AdNotConfigured)?;
-                ad_user_may_log_in(ad, &mailbox.address)?.map_err(LoginError::Refused)?;
+                let known = cached
+                    .is_some_and(|(cache, generation)| cache.standing(generation, mailbox.id));
+                if !known {
+                    let ad = ad.ok_or(DirectoryError::AdNotConfigured)?;
+                    ad_user_may_log_in(ad, &mailbox.address)?.map_err(LoginError::Refused)?;
+                    if let Some((cache, generation)) = cached {
+                        cache.remember_standing(generation, mailbox.id);
+                    }
+                }
             }
         }
     }

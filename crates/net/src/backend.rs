@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use dirmail_config::Config;
 use dirmail_directory::AuthMethod;
 use dirmail_directory::ad::{AdDirectory, AdError, Lookup};
+use dirmail_directory::cache::{CacheSettings, CredentialCache};
 use dirmail_directory::login::{self, LoginError, Service};
 use dirmail_outbound::LocalDelivery;
 use dirmail_proto::auth::Credentials;
@@ -29,6 +30,8 @@ pub struct Backend {
     pop3_holders: Mutex<HashSet<i64>>,
     /// The configured Active Directory, checked at start (R21).
     ad: Option<AdDirectory>,
+    /// The verified-credential cache (`[auth]`), unless `cache_ttl` is 0.
+    credentials: Option<CredentialCache>,
     /// The outbound queue, for recipients outside the local domains.
     pub queue: Queue,
 }
@@ -125,11 +128,18 @@ impl Backend {
             tracing::info!(removed, "removed spool files left by an earlier run");
         }
         let queue = Queue::open(&config.store.mailroot).map_err(|e| e.to_string())?;
+        let credentials = CredentialCache::new(CacheSettings {
+            ttl: config.auth.cache_ttl,
+            negative_ttl: config.auth.negative_ttl,
+            size: config.auth.cache_size,
+        })
+        .map_err(|e| e.to_string())?;
         Ok(Backend {
             config,
             pool: Mutex::new(vec![store]),
             pop3_holders: Mutex::new(HashSet::new()),
             ad,
+            credentials,
             queue,
         })
     }
@@ -149,13 +159,22 @@ impl Backend {
         Ok(value)
     }
 
-    /// The one login decision ([`login::decide`]), on a pooled store.
+    /// The one login decision ([`login::decide`]), on a pooled store, with the server's
+    /// credential cache.
     pub fn log_in(
         &self,
         service: Service,
         credentials: &Credentials,
     ) -> Result<MailboxRow, LoginError> {
-        self.with_store(|store| login::decide(store, self.ad.as_ref(), service, credentials))?
+        self.with_store(|store| {
+            login::decide(
+                store,
+                self.ad.as_ref(),
+                self.credentials.as_ref(),
+                service,
+                credentials,
+            )
+        })?
     }
 
     /// Whether `sparequired` refuses clear-text logins for `service` (SPEC §7), so a session

@@ -170,6 +170,30 @@ pub fn set_setting(conn: &Connection, key: &str, value: &str) -> Result<(), Stor
     Ok(())
 }
 
+/// The login cache's generation: a counter that every change able to make a remembered login
+/// wrong increases (triggers of schema migration 5, and [`credentials_changed`]). A server
+/// compares it with the one its cache was filled under before answering from the cache.
+pub fn credential_generation(conn: &Connection) -> Result<u64, StoreError> {
+    let value: i64 = conn.query_row(
+        "SELECT value FROM credential_generation WHERE only = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    // Never negative: it starts at 0 and only grows.
+    Ok(value.unsigned_abs())
+}
+
+/// Bumps the login cache's generation for a change the database cannot see itself: a
+/// `passwd-file` record or an Active Directory password. Call it in the transaction that
+/// commits after the change, so a server that reads the new generation sees the new state.
+pub fn credentials_changed(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE credential_generation SET value = value + 1 WHERE only = 1",
+        [],
+    )?;
+    Ok(())
+}
+
 pub fn auth_method(conn: &Connection) -> Result<AuthMethod, StoreError> {
     let value = setting(conn, "authentication")?.unwrap_or_default();
     Ok(AuthMethod::parse(&value).unwrap_or(AuthMethod::Local))
@@ -391,4 +415,96 @@ pub fn mailboxes_not_ad_linked(conn: &Connection) -> Result<u64, StoreError> {
         [],
         |r| r.get(0),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use dirmail_proto::names::Secret;
+
+    /// Every change that can make a remembered login wrong moves the login cache's generation,
+    /// whichever connection (process) makes it; the others do not.
+    #[test]
+    fn changes_to_credentials_move_the_generation_and_others_do_not() {
+        let root = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            data_dir: root.path().join("data"),
+            mailroot: root.path().join("data/mail"),
+        };
+        let store = Store::open(&config).unwrap();
+        // Another connection, as the administration tool would have.
+        let admin = Store::open(&config).unwrap();
+        let conn = admin.conn();
+        let generation = || credential_generation(store.conn()).unwrap();
+        let moves = |what: &str, change: &dyn Fn()| {
+            let before = generation();
+            change();
+            assert!(generation() > before, "{what} did not move the generation");
+        };
+        let stays = |what: &str, change: &dyn Fn()| {
+            let before = generation();
+            change();
+            assert_eq!(generation(), before, "{what} moved the generation");
+        };
+        let domain = DomainName::parse("example.jp").unwrap();
+        stays("adding a domain", &|| insert_domain(conn, &domain).unwrap());
+        let domain_id = find_domain(conn, &domain).unwrap().unwrap().id;
+        let bob = MailboxName::parse("bob", 64).unwrap();
+        moves("adding a mailbox", &|| {
+            insert_mailbox(conn, domain_id, &bob).unwrap()
+        });
+        let address = Address::parse("bob@example.jp", 64).unwrap();
+        let id = find_mailbox(conn, &address).unwrap().unwrap().id;
+        stays("a quota", &|| {
+            set_mailbox_quota(conn, id, Some(1000), None).unwrap()
+        });
+        moves("locking a mailbox", &|| {
+            set_mailbox_locked(conn, id, true).unwrap()
+        });
+        moves("unlocking it", &|| {
+            set_mailbox_locked(conn, id, false).unwrap()
+        });
+        moves("locking a domain", &|| {
+            set_domain_locked(conn, domain_id, true).unwrap()
+        });
+        moves("linking to AD", &|| {
+            set_mailbox_ad_linked(conn, id).unwrap()
+        });
+        let secret = Secret::new("tanstaaf");
+        moves("a mail secret set", &|| {
+            secrets::set(conn, &config.data_dir, id, &secret).unwrap()
+        });
+        moves("a mail secret replaced", &|| {
+            secrets::set(conn, &config.data_dir, id, &secret).unwrap()
+        });
+        moves("a mail secret deleted", &|| {
+            assert!(secrets::delete(conn, id).unwrap());
+        });
+        moves("the authentication method", &|| {
+            set_setting(conn, "authentication", "passwd-file").unwrap()
+        });
+        moves("a local account added", &|| {
+            conn.execute(
+                "INSERT INTO local_accounts(name, password_hash, groups, created_at) VALUES ('bob', 'x', '', 0)",
+                [],
+            )
+            .unwrap();
+        });
+        moves("a local password changed", &|| {
+            conn.execute("UPDATE local_accounts SET password_hash = 'y'", [])
+                .unwrap();
+        });
+        moves("a local account deleted", &|| {
+            conn.execute("DELETE FROM local_accounts", []).unwrap();
+        });
+        moves("a change outside the database", &|| {
+            credentials_changed(conn).unwrap()
+        });
+        moves("deleting a mailbox", &|| delete_mailbox(conn, id).unwrap());
+        moves("deleting a domain", &|| {
+            delete_domain(conn, domain_id).unwrap()
+        });
+    }
 }

@@ -70,4 +70,42 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alias_targets_by_target ON alias_targets(target);
     "#,
+    // 5: the login cache's generation (docs/spec.md, "The login cache"). Every change that can
+    // make a remembered login wrong bumps it, by trigger, whichever process makes it; a running
+    // server reads it before answering from its cache. Changes kept outside this database (a
+    // passwd-file record, AD) are bumped by the verb that makes them (`credentials_changed`).
+    r#"
+    CREATE TABLE credential_generation (
+        only  INTEGER PRIMARY KEY CHECK (only = 1),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO credential_generation(only, value) VALUES (1, 0);
+    CREATE TRIGGER credentials_account_added AFTER INSERT ON local_accounts
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_account_changed AFTER UPDATE ON local_accounts
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_account_deleted AFTER DELETE ON local_accounts
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_mailbox_added AFTER INSERT ON mailboxes
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_mailbox_changed
+        AFTER UPDATE OF locked, ad_linked, name, domain_id ON mailboxes
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_mailbox_deleted AFTER DELETE ON mailboxes
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_domain_changed AFTER UPDATE OF locked, name ON domains
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_domain_deleted AFTER DELETE ON domains
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_secret_added AFTER INSERT ON mail_secrets
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_secret_changed AFTER UPDATE ON mail_secrets
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_secret_deleted AFTER DELETE ON mail_secrets
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_setting_added AFTER INSERT ON settings
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    CREATE TRIGGER credentials_setting_changed AFTER UPDATE ON settings
+        BEGIN UPDATE credential_generation SET value = value + 1; END;
+    "#,
 ];

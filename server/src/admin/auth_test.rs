@@ -33,6 +33,8 @@ pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
     match login::decide(
         &ctx.store,
         super::ad_of(&ctx.ad)?,
+        // The administrator asks about the account as it is now: no cache.
+        None,
         Service::Admin,
         &credentials,
     ) {

@@ -26,6 +26,9 @@ pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome
                 "The mailbox {address} has no account to change the password of."
             )));
         }
+        // A passwd-file record or an AD password is not in the database: tell a running
+        // server's login cache here, in the transaction that commits after the change.
+        store::credentials_changed(tx)?;
         Ok(Outcome::new(
             "Password successfully changed.",
             json!({ "mailbox": address.to_string() }),

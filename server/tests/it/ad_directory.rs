@@ -343,3 +343,84 @@ fn kept_connections_serve_the_next_lookup_and_bind_and_judge_each_password_afres
         "every check reused one connection"
     );
 }
+
+/// docs/spec.md §2.1 under `ad`: the login cache answers a password the DC accepted a moment
+/// ago without a bind, never a wrong one; a password changed in AD itself (not through
+/// dirmail, so the store's generation does not move) is accepted at its first use, checked by
+/// the DC; a user taken out of the mail group in AD keeps logging in from the cache within
+/// `cache_ttl` (the documented caveat), and at once is refused after a dirmail change (here
+/// `lock`/`unlock`) empties the cache.
+#[test]
+fn the_login_cache_under_ad_sees_a_password_changed_in_ad_at_once() {
+    use std::time::Duration;
+
+    use dirmail_directory::ad::AdDirectory;
+    use dirmail_directory::cache::{CacheSettings, CredentialCache};
+    use dirmail_directory::login::{LoginError, RefusalReason, Service, decide};
+    use dirmail_proto::auth::{Credentials, Proof};
+    use dirmail_proto::names::Secret;
+
+    let s = ad_store("MailUsers-cache", "cache.example");
+    s.expect(
+        0,
+        &["add", "ivy@cache.example", "--create-user", "Ivy-Passw0rd"],
+    );
+    let config = dirmail_config::Config::load(&s.path().join("dirmail.toml")).expect("config");
+    let ad = AdDirectory::new(config.directory.as_ref().expect("[directory]")).expect("ad");
+    let store = dirmail_store::Store::open(&config.store).expect("store");
+    let cache = CredentialCache::new(CacheSettings {
+        ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(30),
+        size: 100,
+    })
+    .expect("a key")
+    .expect("on");
+    let log_in = |password: &str| {
+        let credentials = Credentials {
+            authzid: None,
+            username: "ivy@cache.example".into(),
+            proof: Proof::Password(Secret::new(password)),
+        };
+        decide(&store, Some(&ad), Some(&cache), Service::Pop3, &credentials)
+    };
+    let refused = |result: Result<_, LoginError>| match result {
+        Err(LoginError::Refused(reason)) => reason,
+        other => panic!("{other:?}"),
+    };
+    log_in("Ivy-Passw0rd").expect("the DC accepts it");
+    assert_eq!(cache.len().0, 1, "remembered");
+    log_in("Ivy-Passw0rd").expect("from the cache");
+    assert_eq!(
+        refused(log_in("Ivy-Wrong-Passw0rd")),
+        RefusalReason::BadPassword,
+        "a wrong password right after the right one"
+    );
+
+    // Changed in AD itself, not through dirmail.
+    let mut admin = dc().admin().expect("admin");
+    let user = admin
+        .search("(userPrincipalName=ivy@cache.example)", &["dn"])
+        .expect("search")
+        .first()
+        .expect("the user")
+        .dn
+        .clone();
+    admin
+        .set_password(&user, "Ivy-Newer-Passw0rd")
+        .expect("AD takes the new password");
+    log_in("Ivy-Newer-Passw0rd").expect("the new password works at once");
+
+    // Taken out of the mail group in AD: the cache still answers within cache_ttl…
+    let group = admin.resolve("MailUsers-cache").expect("the mail group");
+    admin
+        .remove_members(&group, &[user.as_str()])
+        .expect("out of the group");
+    log_in("Ivy-Newer-Passw0rd").expect("within cache_ttl, from the cache");
+    // …until anything dirmail changes empties it: then R23 refuses at once.
+    s.expect(0, &["lock", "ivy@cache.example"]);
+    s.expect(0, &["unlock", "ivy@cache.example"]);
+    assert_eq!(
+        refused(log_in("Ivy-Newer-Passw0rd")),
+        RefusalReason::NotInMailGroup
+    );
+}

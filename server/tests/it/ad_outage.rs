@@ -117,14 +117,21 @@ struct Site {
 
 impl Site {
     fn new(name: &str) -> Site {
+        Site::with_auth(name, "cache_ttl = \"0\"")
+    }
+
+    /// `auth` is the `[auth]` table's body.
+    fn with_auth(name: &str, auth: &str) -> Site {
         let s = Scratch::new();
         // Clear-text logins over plain TCP keep these tests' client small; TLS is covered
-        // elsewhere.
+        // elsewhere. No login cache: these tests are about what the DC answers, which the
+        // cache would stand in for after the first login (docs/spec.md §2.1).
         s.config(&format!(
             "[server]\nhostname = \"mail.example.jp\"\n[tls]\nplaintext_auth = \"loopback\"\n\
+             [auth]\n{auth}\n\
              [smtp]\nport = 0\nsubmission_port = 0\nsmtps_port = false\n\
              [pop3]\nport = 0\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n{}",
-            directory_section(dc(), &format!("IMSUsers-{name}"), &dc().ldaps_url())
+            directory_section(dc(), &format!("IMSUsers-{name}"), &dc().ldaps_url()),
         ));
         let domain = format!("{name}.outage.example");
         let user = format!("{name}@{domain}");
@@ -243,4 +250,21 @@ fn r23_a_user_taken_out_of_the_mail_group_can_neither_log_in_nor_get_mail() {
     assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
     let answer = site.rcpt();
     assert!(answer.starts_with("550 5.1.1"), "{answer}");
+}
+
+/// docs/spec.md §2.1: with the login cache on, a password the DC accepted a moment ago still
+/// logs in while the DC is down (the cache does not ask it); any other password must reach the
+/// DC, and fails as R24 says, never as a wrong password.
+#[test]
+fn a_login_answered_from_the_cache_needs_no_dc() {
+    let _fault = Fault::begin();
+    let site = Site::with_auth("cached", "cache_ttl = \"1h\"");
+    site.assert_logs_in();
+    dc().stop().expect("stop the DC");
+    let answer = site.pop3_login(site.password);
+    let wrong = site.pop3_login("Other-Passw0rd");
+    dc().restart().expect("restart the DC");
+    assert!(answer.starts_with("+OK"), "{answer}");
+    assert!(wrong.starts_with("-ERR [SYS/TEMP]"), "{wrong}");
+    site.assert_logs_in();
 }

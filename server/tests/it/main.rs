@@ -35,6 +35,7 @@ mod imap_async;
 mod imap_corners;
 mod imap_imaplib;
 mod input_budget;
+mod login_cache;
 mod mail_secret;
 mod outbound;
 mod outbound_postfix;
