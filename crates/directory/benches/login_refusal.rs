@@ -6,54 +6,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod support;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dirmail_config::StoreConfig;
 use dirmail_directory::login::{LoginError, RefusalReason, Service, decide};
-use dirmail_directory::passwd_file::PasswdFile;
-use dirmail_directory::{AuthMethod, local::LocalAccounts};
 use dirmail_proto::auth::{Credentials, Proof};
-use dirmail_proto::names::{Address, DomainName, MailboxName, Secret};
-use dirmail_store::{Store, find_domain, insert_domain, insert_mailbox, layout, set_setting};
+use dirmail_proto::names::Secret;
+use dirmail_store::Store;
 
 const SAMPLES: usize = 50;
 const KNOWN: &str = "bob@example.jp";
 const UNKNOWN: &str = "nosuch@example.jp";
 
-/// A store with `example.jp` and `bob@` (password `Bob-pw1-secret`) under `method_name`.
+/// A store with `example.jp` and `bob@` under `method_name` (see `support`).
 fn store(root: &Path, method_name: &str) -> Store {
-    let config = StoreConfig {
-        data_dir: root.join("data"),
-        mailroot: root.join("data/mail"),
-    };
-    let store = Store::open(&config).expect("store");
-    let conn = store.conn();
-    set_setting(conn, "authentication", method_name).expect("authentication");
-    let domain = DomainName::parse("example.jp").expect("domain");
-    insert_domain(conn, &domain).expect("domain");
-    let id = find_domain(conn, &domain).expect("query").expect("made").id;
-    let name = MailboxName::parse("bob", 64).expect("name");
-    insert_mailbox(conn, id, &name).expect("mailbox");
-    let address = Address::parse(KNOWN, 64).expect("address");
-    let password = Secret::new("Bob-pw1-secret");
-    match AuthMethod::parse(method_name).expect("a method") {
-        AuthMethod::Local => LocalAccounts::new(conn)
-            .create("bob", &password, &[])
-            .expect("account"),
-        _ => {
-            let dir = layout(conn)
-                .expect("layout")
-                .maildir(&config.mailroot, &address);
-            std::fs::create_dir_all(&dir).expect("maildir");
-            PasswdFile::new(dir)
-                .write(&address, &password)
-                .expect("record");
-        }
-    }
-    store
+    support::store_with_bob(root, method_name, "Bob-pw1-secret")
 }
 
 /// One refused login of `user` with a wrong password; panics if it was not refused as `want`.

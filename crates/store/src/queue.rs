@@ -49,6 +49,17 @@ const LOCK_FILE: &str = "lock";
 /// Touched by the administration tool after it changed an entry (see [`Queue::nudge`]).
 const NUDGE_FILE: &str = "nudge";
 
+/// Opens `path` for writing, made empty and private (0600) when missing, kept as it is
+/// otherwise: the lock and nudge files, which are never removed.
+fn open_or_make(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// The queue's exclusive lock, held until dropped (see [`Queue::lock`]).
 #[derive(Debug)]
 pub struct QueueLock {
@@ -180,12 +191,7 @@ impl Queue {
     /// Every change to an existing entry is made under it, re-loading the entry first.
     pub fn lock(&self) -> Result<QueueLock, QueueError> {
         let path = self.root.join(LOCK_FILE);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        let file = open_or_make(&path)
             .and_then(|file| file.lock().map(|()| file))
             .map_err(|source| QueueError::Io {
                 context: format!("cannot lock {}", path.display()),
@@ -203,13 +209,8 @@ impl Queue {
             return;
         }
         let path = self.root.join(NUDGE_FILE);
-        let touched = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+        let touched =
+            open_or_make(&path).and_then(|file| file.set_modified(std::time::SystemTime::now()));
         if let Err(e) = touched {
             tracing::debug!("cannot touch {}: {e}", path.display());
         }
