@@ -46,7 +46,7 @@ pub fn run(ctx: &mut Context, command: AccountCommand) -> Result<Outcome, AdminE
                     )));
                 }
                 if !accounts.delete(name.as_str())? {
-                    return Err(AdminError::state(format!("The account {name} does not exist.")));
+                    return Err(AdminError::not_found(format!("The account {name} does not exist.")));
                 }
                 Ok(Outcome::new("Account successfully deleted.", json!({ "account": name.as_str() })))
             }

@@ -79,7 +79,7 @@ fn add_mailbox(
         let method = store::auth_method(tx)?;
         let layout = store::layout(tx)?;
         let Some(domain) = store::find_domain(tx, &address.domain)? else {
-            return Err(AdminError::state(format!(
+            return Err(AdminError::not_found(format!(
                 "The domain {} does not exist. Add it first with `dirmail add {}`.",
                 address.domain, address.domain
             )));
@@ -109,7 +109,7 @@ fn add_mailbox(
                 )));
             }
             None if !directory.account_exists(address)? => {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "There is no account named {name}. Add the mailbox with --create-user PASSWORD, or create the account first with `dirmail account add {name} PASSWORD`.",
                     name = address.name
                 )));

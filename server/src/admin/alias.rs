@@ -98,7 +98,7 @@ fn checked_targets(
             Some(row) => {
                 let name = MailboxName::parse(&local_part, MAX_ALIAS_NAME)?;
                 if !aliases::known_without_catch_all(tx, &row, &name)? {
-                    return Err(AdminError::state(format!(
+                    return Err(AdminError::not_found(format!(
                         "The target {name}@{domain} is neither a mailbox nor an alias of {domain}. Add it first."
                     )));
                 }
@@ -116,7 +116,7 @@ fn add(ctx: &mut Context, alias: &str, targets: &[String]) -> Result<Outcome, Ad
     let alias = AliasName::parse(alias)?;
     ctx.store.write(|tx| {
         let Some(domain) = store::find_domain(tx, &alias.domain)? else {
-            return Err(AdminError::state(format!(
+            return Err(AdminError::not_found(format!(
                 "The domain {} does not exist here: an alias belongs to a local domain. Add it first with `dirmail add {}`.",
                 alias.domain, alias.domain
             )));
@@ -192,7 +192,7 @@ fn delete(ctx: &mut Context, alias: &str, targets: &[String]) -> Result<Outcome,
     let alias = AliasName::parse(alias)?;
     ctx.store.write(|tx| {
         let Some(domain) = store::find_domain(tx, &alias.domain)? else {
-            return Err(AdminError::state(format!(
+            return Err(AdminError::not_found(format!(
                 "The domain {} does not exist.",
                 alias.domain
             )));
@@ -206,7 +206,7 @@ fn delete(ctx: &mut Context, alias: &str, targets: &[String]) -> Result<Outcome,
                     ),
                 ));
             }
-            return Err(AdminError::state(format!("The alias {alias} does not exist.")));
+            return Err(AdminError::not_found(format!("The alias {alias} does not exist.")));
         };
         let mut removed_all = targets.is_empty();
         if !targets.is_empty() {
@@ -220,7 +220,7 @@ fn delete(ctx: &mut Context, alias: &str, targets: &[String]) -> Result<Outcome,
             }
             let missing = aliases::remove_targets(tx, row.id, &wanted)?;
             if !missing.is_empty() {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "{} is not a target of {}. Nothing was changed.",
                     missing.join(", "),
                     row.address()
@@ -296,7 +296,7 @@ fn list(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
         Some(name) => {
             let name = DomainName::parse(name)?;
             let Some(row) = store::find_domain(conn, &name)? else {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "The domain {name} does not exist."
                 )));
             };

@@ -65,10 +65,11 @@ pub fn run(ctx: &Context, command: AuthCommand) -> Result<Outcome, AdminError> {
                 RefusalReason::AmbiguousBareName.describe()
             ),
         )),
-        Err(LoginError::Refused(reason)) => Err(AdminError::state(format!(
-            "Login refused for {login:?}: {}.",
-            reason.describe()
-        ))),
+        // R27 tells the refusals apart; the reason is the answer the administrator asked for.
+        Err(LoginError::Refused(reason)) => Err(AdminError::refused(
+            "R27",
+            format!("Login refused for {login:?}: {}.", reason.describe()),
+        )),
         Err(LoginError::Unavailable(e) | LoginError::Failed(e)) => Err(e.into()),
     }
 }

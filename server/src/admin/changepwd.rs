@@ -15,7 +15,7 @@ pub fn run(ctx: &mut Context, address: &str, password: String) -> Result<Outcome
         let method = store::auth_method(tx)?;
         let address = Address::parse(address, method.max_name_len())?;
         if store::find_mailbox(tx, &address)?.is_none() {
-            return Err(AdminError::state(format!(
+            return Err(AdminError::not_found(format!(
                 "The mailbox {address} does not exist."
             )));
         }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
     name = "dirmail",
     version,
     about = "Administer a dirmail store: domains, mailboxes, accounts, locks, quotas, properties and the outbound queue",
-    after_help = "Exit codes: 0 done, 1 failed (I/O, directory unreachable), 2 usage, 3 refused by a rule."
+    after_help = "Exit codes: 0 done; 1 failed (I/O, the database, the directory unreachable); 2 usage or configuration; 3 refused, by a numbered rule of docs/spec.md (the message names it: `refused by R3: …`) or by the store's state (already exists, still in use, mail would be lost); 4 not found (the domain, mailbox, account, alias, key or queued message named does not exist)."
 )]
 pub struct Cli {
     /// The configuration file (else $DIRMAIL_CONFIG, else ./dirmail.toml, else built-in defaults).
@@ -91,8 +91,10 @@ pub enum Command {
         password: Option<String>,
     },
     /// Show one property, or all of them.
+    #[command(after_help = PROPERTIES_HELP)]
     Get { property: Option<String> },
-    /// Set a property.
+    /// Set a property (see the list below).
+    #[command(after_help = PROPERTIES_HELP)]
     Set {
         property: String,
         #[arg(required = true, num_args = 1..)]
@@ -129,15 +131,36 @@ pub enum Command {
         #[command(subcommand)]
         command: AliasCommand,
     },
-    /// Run the mail server (SMTP, submission, POP3, with TLS) until Ctrl-C or SIGTERM.
+    /// Run the mail server (SMTP, submission, POP3 and IMAP, with TLS) until Ctrl-C or SIGTERM.
     Serve,
     /// Write a commented dirmail.toml and create an empty store.
     Init {
-        /// Overwrite an existing dirmail.toml.
+        /// Overwrite an existing dirmail.toml (an existing store is kept as it is).
         #[arg(long)]
         force: bool,
+        /// The server's host name, written into dirmail.toml (default: this machine's name).
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
     },
 }
+
+/// The properties of `get` and `set`, with their values: the store's own (read by a running
+/// server at once) and dirmail.toml's (read at start).
+const PROPERTIES_HELP: &str = "\
+Properties kept in the store (a running server sees a change at once):
+  authentication   local | passwd-file | ad     (only while no domain exists, R2; ad needs [directory])
+  mailbox-layout   per-domain | shared          (only while no domain exists, R2)
+  sparequired      0 | 1                        (1: clear-text logins refused where SPA is offered, R6)
+Properties kept in dirmail.toml (a running server needs a restart):
+  mailroot         PATH                         (only while no mailbox exists)
+  port             N                            (the POP3 port)
+  logging          0 | 1 | 2 | 3                (none, errors, sessions, protocol traces)
+  socketbacklog    N
+  socketmax        N
+  socketmin        N
+  socketthreshold  N
+  socket           BACKLOG MAX MIN THRESHOLD    (the four socket properties at once, winpop's order)
+  threadcount      N                            (worker threads; 0: one per core)";
 
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {

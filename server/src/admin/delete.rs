@@ -65,7 +65,7 @@ fn delete_domain(
     let mut aside = SetAside(Vec::new());
     let result = ctx.store.write(|tx| {
         let Some(row) = store::find_domain(tx, domain)? else {
-            return Err(AdminError::state(format!("The domain {domain} does not exist.")));
+            return Err(AdminError::not_found(format!("The domain {domain} does not exist.")));
         };
         // Its own aliases go with it; another domain's aliases pointing into it would dangle.
         let pointing = store::aliases::targeting_domain(tx, domain)?;
@@ -132,7 +132,7 @@ fn delete_mailbox(
     let mut aside = SetAside(Vec::new());
     let result = ctx.store.write(|tx| {
         let Some(row) = store::find_mailbox(tx, address)? else {
-            return Err(AdminError::state(format!("The mailbox {address} does not exist.")));
+            return Err(AdminError::not_found(format!("The mailbox {address} does not exist.")));
         };
         // postmaster always resolves (R12), so only another name's aliases would dangle.
         let pointing = if address.name.as_str() == "postmaster" {

@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, command: DkimCommand) -> Result<Outcome, AdminError> {
             let domain = local_domain(ctx, &domain)?;
             let keys = dkim_keys::keys(&data_dir, &domain)?;
             if keys.is_empty() {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "The domain {domain} has no DKIM key; make one with: dirmail dkim generate {domain}"
                 )));
             }
@@ -77,7 +77,7 @@ pub fn run(ctx: &Context, command: DkimCommand) -> Result<Outcome, AdminError> {
             let domain = local_domain(ctx, &domain)?;
             let deleted = dkim_keys::delete(&data_dir, &domain, selector.as_deref())?;
             if deleted == 0 {
-                return Err(AdminError::state(match selector {
+                return Err(AdminError::not_found(match selector {
                     Some(s) => {
                         format!("The domain {domain} has no DKIM key with the selector {s}.")
                     }
@@ -98,7 +98,7 @@ pub fn run(ctx: &Context, command: DkimCommand) -> Result<Outcome, AdminError> {
 fn local_domain(ctx: &Context, text: &str) -> Result<String, AdminError> {
     let name = DomainName::parse(text)?;
     if store::find_domain(ctx.store.conn(), &name)?.is_none() {
-        return Err(AdminError::state(format!(
+        return Err(AdminError::not_found(format!(
             "The domain {name} does not exist here; DKIM keys are for local domains (add it with: dirmail add {name})."
         )));
     }

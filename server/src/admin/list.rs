@@ -30,7 +30,7 @@ pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
         Some(name) => {
             let name = DomainName::parse(name)?;
             let Some(d) = store::find_domain(conn, &name)? else {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "The domain {name} does not exist."
                 )));
             };

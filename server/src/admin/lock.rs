@@ -14,7 +14,7 @@ pub fn run(ctx: &mut Context, target: &str, lock: bool) -> Result<Outcome, Admin
     ctx.store.write(|tx| match &target {
         Target::Domain(domain) => {
             let Some(row) = store::find_domain(tx, domain)? else {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "The domain {domain} does not exist."
                 )));
             };
@@ -26,7 +26,7 @@ pub fn run(ctx: &mut Context, target: &str, lock: bool) -> Result<Outcome, Admin
         }
         Target::Mailbox(address) => {
             let Some(row) = store::find_mailbox(tx, address)? else {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "The mailbox {address} does not exist."
                 )));
             };

@@ -17,8 +17,8 @@ pub fn run(
     password: Option<String>,
 ) -> Result<Outcome, AdminError> {
     let Some(ad) = ad_of(&ctx.ad)? else {
-        return Err(AdminError::state(
-            "migratetoad needs [directory] configured in dirmail.toml (the Active Directory to use).",
+        return Err(AdminError::Usage(
+            "migratetoad needs [directory] configured in dirmail.toml (the Active Directory to use).".into(),
         ));
     };
     let password = password
@@ -34,7 +34,7 @@ pub fn run(
         // Names may be up to 64 characters in AD, but the mailbox exists under today's rules.
         let address = Address::parse(address, method.max_name_len())?;
         let Some(mailbox) = store::find_mailbox(tx, &address)? else {
-            return Err(AdminError::state(format!("The mailbox {address} does not exist.")));
+            return Err(AdminError::not_found(format!("The mailbox {address} does not exist.")));
         };
         // R23: the migrated users go into the mail group, which may not exist yet.
         ad.ensure_mail_group().map_err(DirectoryError::from)?;

@@ -2,7 +2,8 @@
 //! The numbered rules the verbs check live in [`dirmail_store::rules`].
 //!
 //! Every verb returns an [`Outcome`] (text for people, JSON for scripts) or an [`AdminError`]
-//! whose kind fixes the exit code: 1 failed, 2 usage, 3 refused by a rule.
+//! whose kind fixes the exit code: 1 failed, 2 usage or configuration, 3 refused (by a
+//! numbered rule, which the message names, or by the store's state), 4 not found.
 
 pub mod account;
 pub mod add;
@@ -41,13 +42,17 @@ use dirmail_store::{Store, StoreError};
 pub enum AdminError {
     /// Exit 1: something broke (I/O, the database, the directory unreachable).
     Failed(String),
-    /// Exit 2: the command line or the configuration is wrong.
+    /// Exit 2: the command line or the configuration is wrong (or missing).
     Usage(String),
-    /// Exit 3: a rule of docs/spec.md (named when it has a number) or the store's state refuses it.
+    /// Exit 3: a rule of docs/spec.md (named when it has a number) or the store's state refuses
+    /// it (already exists, still in use, mail would be lost without --force).
     Refused {
         rule: Option<&'static str>,
         message: String,
     },
+    /// Exit 4: what the command names (a domain, mailbox, account, alias, key, queued message)
+    /// does not exist. Apart from 3 so a script can tell "not there" from "not allowed".
+    NotFound(String),
 }
 
 impl AdminError {
@@ -66,11 +71,17 @@ impl AdminError {
         }
     }
 
+    /// What the command names does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        AdminError::NotFound(message.into())
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             AdminError::Failed(_) => 1,
             AdminError::Usage(_) => 2,
             AdminError::Refused { .. } => 3,
+            AdminError::NotFound(_) => 4,
         }
     }
 
@@ -83,7 +94,7 @@ impl AdminError {
 
     fn message(&self) -> &str {
         match self {
-            AdminError::Failed(m) | AdminError::Usage(m) => m,
+            AdminError::Failed(m) | AdminError::Usage(m) | AdminError::NotFound(m) => m,
             AdminError::Refused { message, .. } => message,
         }
     }
@@ -120,7 +131,7 @@ impl From<DirectoryError> for AdminError {
     fn from(e: DirectoryError) -> Self {
         match e {
             DirectoryError::Store(s) => s.into(),
-            DirectoryError::AdNotConfigured => AdminError::state(e.to_string()),
+            DirectoryError::AdNotConfigured => AdminError::Usage(e.to_string()),
             DirectoryError::Ad(AdError::Refused { message }) => AdminError::refused("R25", message),
             DirectoryError::Ad(e @ AdError::Config(_)) => AdminError::Usage(e.to_string()),
             DirectoryError::Ad(e) => AdminError::Failed(e.to_string()),
@@ -187,6 +198,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     if matches!(cli.command, Command::Serve) {
+        if cli.json {
+            // The server's output is a running log, not one answer: refuse rather than ignore.
+            eprintln!(
+                "dirmail: serve has no JSON output (--json is for the administrative commands; the log is JSON with [server] log_format = \"json\")"
+            );
+            return 2;
+        }
         return match Config::discover(cli.config.as_deref()) {
             Ok(config) => dirmail_net::serve_main(config),
             Err(e) => {
@@ -240,8 +258,8 @@ fn print_json_error(error: &AdminError) {
 }
 
 fn run(cli: Cli) -> Result<Outcome, AdminError> {
-    if let Command::Init { force } = cli.command {
-        return init::run(cli.config.as_deref(), force);
+    if let Command::Init { force, hostname } = cli.command {
+        return init::run(cli.config.as_deref(), force, hostname.as_deref());
     }
     let config = Config::discover(cli.config.as_deref())?;
     let store = Store::open(&config.store)?;

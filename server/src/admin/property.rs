@@ -227,8 +227,8 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
                 let waiting = store::mailboxes_not_ad_linked(tx)?;
                 r22_switch_to_ad_allowed(store::domain_count(tx)?, waiting)?;
                 let Some(ad) = ad else {
-                    return Err(AdminError::state(
-                        "set authentication ad needs [directory] configured in dirmail.toml (the Active Directory to use).",
+                    return Err(AdminError::Usage(
+                        "set authentication ad needs [directory] configured in dirmail.toml (the Active Directory to use).".into(),
                     ));
                 };
                 ad.check_reachable().map_err(DirectoryError::from)?;
@@ -291,7 +291,7 @@ fn set_in_store(ctx: &mut Context, name: &'static str, value: &str) -> Result<Ou
 /// atomically.
 fn set_in_file(ctx: &Context, shown: &str, pairs: &[(&str, &str)]) -> Result<Outcome, AdminError> {
     let Source::File(path) = &ctx.config.source else {
-        return Err(AdminError::state(format!(
+        return Err(AdminError::Usage(format!(
             "{shown} is kept in dirmail.toml, and no configuration file is in use. Run `dirmail init` to write one, then set it again."
         )));
     };

@@ -38,7 +38,7 @@ impl From<QueueError> for AdminError {
             QueueError::BadId(_) => AdminError::Usage(format!(
                 "{e} (an id is as `dirmail queue list` shows it: letters, digits, '.', '_' and '-')"
             )),
-            QueueError::NotFound(_) => AdminError::Failed(format!(
+            QueueError::NotFound(_) => AdminError::NotFound(format!(
                 "{e} (delivered, bounced or deleted already? `dirmail queue list` shows what is queued)"
             )),
             QueueError::Corrupt { .. } | QueueError::Io { .. } => AdminError::Failed(e.to_string()),

@@ -15,7 +15,7 @@ fn find(tx: &rusqlite::Connection, address: &str) -> Result<MailboxRow, AdminErr
     let method = store::auth_method(tx)?;
     let address = Address::parse(address, method.max_name_len())?;
     store::find_mailbox(tx, &address)?
-        .ok_or_else(|| AdminError::state(format!("The mailbox {address} does not exist.")))
+        .ok_or_else(|| AdminError::not_found(format!("The mailbox {address} does not exist.")))
 }
 
 /// The account `user` names, as the method knows accounts: a `local` account by name (given

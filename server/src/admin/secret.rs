@@ -43,7 +43,7 @@ pub fn run(ctx: &mut Context, command: SecretCommand) -> Result<Outcome, AdminEr
         SecretCommand::Delete { address } => ctx.store.write(|tx| {
             let mailbox = find(tx, &address)?;
             if !secrets::delete(tx, mailbox.id)? {
-                return Err(AdminError::state(format!(
+                return Err(AdminError::not_found(format!(
                     "The mailbox {} has no mail secret.",
                     mailbox.address
                 )));
@@ -60,5 +60,5 @@ fn find(tx: &rusqlite::Connection, address: &str) -> Result<store::MailboxRow, A
     let method = store::auth_method(tx)?;
     let address = Address::parse(address, method.max_name_len())?;
     store::find_mailbox(tx, &address)?
-        .ok_or_else(|| AdminError::state(format!("The mailbox {address} does not exist.")))
+        .ok_or_else(|| AdminError::not_found(format!("The mailbox {address} does not exist.")))
 }

@@ -18,7 +18,7 @@ pub fn run(ctx: &Context, domain: Option<&str>) -> Result<Outcome, AdminError> {
             match store::find_domain(conn, &name)? {
                 Some(d) => vec![d],
                 None => {
-                    return Err(AdminError::state(format!(
+                    return Err(AdminError::not_found(format!(
                         "The domain {name} does not exist."
                     )));
                 }

@@ -164,7 +164,7 @@ fn r23_r27_refusals_are_told_apart() {
     assert!(refusal("t3nest@t3.example", "Wrong-Pass1").contains("bad password"));
     // A mailbox whose AD user does not exist cannot be added without --create-user.
     assert!(
-        s.text(3, &["add", "ghost@t3.example"])
+        s.text(4, &["add", "ghost@t3.example"])
             .contains("no account named ghost")
     );
 }

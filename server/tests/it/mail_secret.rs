@@ -56,7 +56,8 @@ fn apop_and_cram_md5_use_the_mail_secret() {
     );
     let text = s.text(0, &["secret", "set", "bob@example.jp", "tanstaaf"]);
     assert!(text.contains("APOP and CRAM-MD5 now work"), "{text}");
-    s.expect(3, &["secret", "set", "nobody@example.jp", "x"]);
+    // Not found (4): no such mailbox.
+    s.expect(4, &["secret", "set", "nobody@example.jp", "x"]);
     let server = Server::start(s.path());
     let script = CLIENT;
     let out = Command::new("/usr/bin/python3")
@@ -92,5 +93,5 @@ fn apop_and_cram_md5_use_the_mail_secret() {
         "offered once a secret exists: {text}"
     );
     s.expect(0, &["secret", "delete", "bob@example.jp"]);
-    s.expect(3, &["secret", "delete", "bob@example.jp"]);
+    s.expect(4, &["secret", "delete", "bob@example.jp"]);
 }

@@ -3,7 +3,9 @@
 //! administration tool, a message sent from one to the other over submission with STARTTLS
 //! and AUTH (lettre), then read over POP3 with STLS (Python's poplib and curl), and a graceful
 //! stop. And the README's outbound tour, its commands taken from the README itself and run as
-//! written: a dnsmasq, a second dirmail as example.org's server, a message sent there.
+//! written: a dnsmasq, a second dirmail as example.org's server, a message sent there. And
+//! the five-minute administration tour, each command run as written and checked against the
+//! lines the README shows under it.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -125,15 +127,7 @@ const OUTBOUND_TOUR: &str =
 /// The commands (`$ …`, with `\` continuations) of the first `console` block after `heading`,
 /// and the output lines it shows.
 fn console_block(readme: &str, heading: &str) -> (Vec<String>, Vec<String>) {
-    let after = readme
-        .split_once(heading)
-        .unwrap_or_else(|| panic!("README.md has no heading {heading:?}"))
-        .1;
-    let block = after
-        .split_once("```console\n")
-        .and_then(|(_, rest)| rest.split_once("\n```"))
-        .expect("a console block after the heading")
-        .0;
+    let block = console_text(readme, heading);
     let (mut commands, mut outputs) = (Vec::new(), Vec::new());
     let mut continuing = false;
     for line in block.lines() {
@@ -150,6 +144,18 @@ fn console_block(readme: &str, heading: &str) -> (Vec<String>, Vec<String>) {
         continuing = line.ends_with('\\');
     }
     (commands, outputs)
+}
+
+/// The text of the first `console` block after `heading`.
+fn console_text<'a>(readme: &'a str, heading: &str) -> &'a str {
+    readme
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("README.md has no heading {heading:?}"))
+        .1
+        .split_once("```console\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("a console block after the heading")
+        .0
 }
 
 /// Kills the tour's process group (its servers and dnsmasq) whatever happens.
@@ -250,4 +256,94 @@ fn readme_outbound_tour_runs_as_written() {
         !err.contains("Bob-pw1") && !err.contains("Alice-pw1"),
         "no password logged"
     );
+}
+
+/// The heading of the README's administration tour.
+const ADMIN_TOUR: &str = "## A five-minute tour";
+
+/// One command of a console block and the lines the README shows it printing.
+#[derive(Debug)]
+struct Shown {
+    command: String,
+    lines: Vec<String>,
+}
+
+/// Each command of the first `console` block after `heading` with the lines shown under it.
+fn console_steps(readme: &str, heading: &str) -> Vec<Shown> {
+    let block = console_text(readme, heading);
+    let mut steps: Vec<Shown> = Vec::new();
+    for line in block.lines() {
+        if let Some(command) = line.strip_prefix("$ ") {
+            steps.push(Shown {
+                command: command.to_owned(),
+                lines: Vec::new(),
+            });
+        } else if let Some(step) = steps.last_mut() {
+            step.lines.push(line.to_owned());
+        }
+    }
+    steps
+}
+
+/// Whether `printed` holds `shown`: a shown line ending in `…` stands for every line that
+/// begins with what comes before it.
+fn printed_holds(printed: &str, shown: &str) -> bool {
+    match shown.strip_suffix('…') {
+        Some(start) => printed.lines().any(|l| l.starts_with(start.trim_end())),
+        None => printed.lines().any(|l| l == shown),
+    }
+}
+
+#[test]
+fn readme_admin_tour_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let steps = console_steps(&readme, ADMIN_TOUR);
+    assert!(steps.len() > 8, "the tour's commands: {steps:?}");
+    let dir = tempfile::tempdir().expect("a directory for the tour");
+    let bin = Path::new(env!("CARGO_BIN_EXE_dirmail"))
+        .parent()
+        .expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for step in &steps {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &step.command])
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("DIRMAIL_") {
+                command.env_remove(key);
+            }
+        }
+        let out = command.output().expect("sh runs");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The README shows a refusal as the tool's error line: then, and only then, the
+        // command fails.
+        let refused = step.lines.iter().any(|l| l.starts_with("dirmail: "));
+        assert_eq!(
+            out.status.success(),
+            !refused,
+            "$ {} ended with {} and printed:\n{printed}",
+            step.command,
+            out.status
+        );
+        for line in step.lines.iter().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                printed_holds(&printed, line),
+                "$ {}: the README shows {line:?}, the command printed:\n{printed}",
+                step.command
+            );
+        }
+    }
 }
