@@ -39,6 +39,14 @@ pub enum PrivilegeError {
     #[error("still able to become root after dropping to {0}: refusing to run")]
     RootRegained(String),
     #[error(
+        "{path} is not readable by {user}, who reads it again on a reload (SIGHUP): {source}; let it: chown root:{user} and chmod 0640 it"
+    )]
+    Config {
+        user: String,
+        path: PathBuf,
+        source: nix::Error,
+    },
+    #[error(
         "the store is not usable by {user}: {path}: {source}; give it to that user: chown -R {user}: {data_dir}"
     )]
     Store {
@@ -146,10 +154,18 @@ pub fn become_user(user: Option<&ServiceUser>) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
-/// Checks, as the user the server now runs as, that the store can be used: its directories
-/// entered and written, its database written. A Maildir deep inside is not walked; these are
-/// the places the server writes to first, and what a root-owned store fails on at once.
-pub fn check_store(config: &Config, user: &ServiceUser) -> Result<(), PrivilegeError> {
+/// Checks, as the user the server now runs as, that the configuration file can be read again
+/// (a reload does), and that the store can be used: its directories entered and written, its
+/// database written. A Maildir deep inside is not walked; these are the places the server
+/// writes to first, and what a root-owned store fails on at once.
+pub fn check_access(config: &Config, user: &ServiceUser) -> Result<(), PrivilegeError> {
+    if let dirmail_config::Source::File(path) = &config.source {
+        nix::unistd::access(path, AccessFlags::R_OK).map_err(|source| PrivilegeError::Config {
+            user: user.name.clone(),
+            path: path.clone(),
+            source,
+        })?;
+    }
     let data_dir = &config.store.data_dir;
     let mailroot = &config.store.mailroot;
     let db = data_dir.join(dirmail_store::DB_FILE);

@@ -193,7 +193,7 @@ pub async fn prepare(config: Arc<Config>) -> Result<Prepared, ServeError> {
     let listeners = bind(&config).await?;
     privileges::become_user(user.as_ref())?;
     if let Some(user) = &user {
-        privileges::check_store(&config, user)?;
+        privileges::check_access(&config, user)?;
     }
     let backend = Backend::open(Arc::clone(&config)).map_err(ServeError::Start)?;
     let tls = tls_acceptor(&config)?;

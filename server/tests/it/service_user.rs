@@ -128,7 +128,7 @@ fn binds_ports_below_1024_as_root_then_serves_as_nobody() {
 }
 
 #[test]
-fn a_store_the_service_user_cannot_write_stops_the_start() {
+fn a_store_or_a_file_the_service_user_cannot_use_stops_the_start() {
     if !is_root() {
         eprintln!("skipped: becoming another user needs root");
         return;
@@ -147,6 +147,22 @@ fn a_store_the_service_user_cannot_write_stops_the_start() {
         "{stderr}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
+
+    // The store is nobody's now, but the file a reload reads again is root's alone.
+    give_to_nobody(&dir.path().join("dirmail-data"));
+    let config = dir.path().join("dirmail.toml");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = serve(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("dirmail.toml is not readable by nobody"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut server = Server::start_logged(dir.path());
+    server.assert_alive();
+    assert_eq!(server.stop(), Some(0));
 }
 
 #[test]
