@@ -63,7 +63,7 @@ pub const MAX_AUTH_CACHE_SIZE: usize = 1_000_000;
 /// `auth.negative_ttl` at most: a failure remembered longer would be a lockout in all but name.
 pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(5 * 60);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Holds `dirmail.db` (and by default the mail root).
     pub data_dir: PathBuf,
@@ -71,7 +71,7 @@ pub struct StoreConfig {
     pub mailroot: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// The name users put in their mail client ("Mail server:" in `add`'s logon information)
     /// and the SMTP greeting. Default: this machine's host name.
@@ -82,13 +82,18 @@ pub struct ServerConfig {
     pub threadcount: u32,
     /// The address every listener binds to (loopback unless the administrator opens it).
     pub listen_address: IpAddr,
+    /// The account to run as once the listeners are bound (`[server] user`): the standard
+    /// ports below 1024 need root to bind, and nothing after that does.
+    pub user: Option<String>,
+    /// Its group; `None`: the user's primary group.
+    pub group: Option<String>,
 }
 
 /// A listener's port: 0 lets the system choose (the chosen one is printed at start); `None`
 /// turns the listener off.
 pub type Port = Option<u16>;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpConfig {
     /// Relay/MX port (RFC 5321).
     pub port: Port,
@@ -103,14 +108,14 @@ pub struct SmtpConfig {
     pub require_own_sender: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pop3Config {
     pub port: Port,
     /// Implicit TLS POP3 (RFC 8314).
     pub pop3s_port: Port,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImapConfig {
     /// IMAP with STARTTLS.
     pub port: Port,
@@ -130,7 +135,7 @@ pub enum PlaintextAuth {
     Always,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// A PEM certificate chain and key; with neither, a self-signed certificate is made.
     pub cert_file: Option<PathBuf>,
@@ -176,7 +181,7 @@ pub struct Limits {
     pub reserved_for_authenticated: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaConfig {
     /// The limit `createquotafile` gives a mailbox, in bytes.
     pub default_limit: u64,
@@ -254,7 +259,7 @@ pub const MAX_DNS_SERVERS: usize = 8;
 
 /// `[directory]`: Active Directory (docs/spec.md §9), typed and bounded once at load. The
 /// service account's password is a [`Secret`], so no `Debug` of the configuration can print it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryConfig {
     pub url: String,
     pub ca_file: Option<PathBuf>,
@@ -510,6 +515,8 @@ struct RawServer {
     logging: Option<u8>,
     threadcount: Option<u32>,
     listen_address: Option<IpAddr>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 /// A port in the file: a number (0: the system chooses) or `false` (the listener is off).
@@ -912,6 +919,19 @@ impl Config {
             Some(h) => h,
             None => system_hostname(),
         };
+        let account = |key: &str, name: Option<String>| match name {
+            Some(n) if n.trim().is_empty() || n.contains(['\0', ':', '/']) => Err(invalid(
+                format!("server.{key} is {n:?}, which cannot be an account name"),
+            )),
+            other => Ok(other),
+        };
+        let user = account("user", raw.server.user)?;
+        let group = account("group", raw.server.group)?;
+        if group.is_some() && user.is_none() {
+            return Err(invalid(
+                "server.group is set without server.user: name the user to run as too".into(),
+            ));
+        }
         let socket_max = raw.limits.socket_max.unwrap_or(DEFAULT_LIMITS.socket_max);
         let timeout = |key: &str, text: Option<String>, default: Duration| match text {
             Some(text) => parse_timeout(&text).map_err(|e| invalid(format!("limits.{key}: {e}"))),
@@ -1049,6 +1069,8 @@ impl Config {
                     .server
                     .listen_address
                     .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                user,
+                group,
             },
             smtp,
             pop3,
@@ -1223,6 +1245,14 @@ threadcount = 0
 
 # Every listener binds to this address. Keep loopback until the server is meant to be reached.
 # listen_address = "127.0.0.1"
+
+# Started as root (to bind the standard ports below 1024), the server binds every listener,
+# then runs as this account, and refuses to go on as root. The store (data_dir, mailroot), this
+# file and the TLS key must be readable and the store writable by it:
+# chown -R dirmail: /var/lib/dirmail. Started as another user, it must be this one.
+# user = "dirmail"
+# The group to run as; default: the user's primary group. The user's other groups are kept.
+# group = "dirmail"
 
 [smtp]
 # A port of 0 lets the system choose (printed at start); false turns the listener off.

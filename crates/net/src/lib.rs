@@ -5,8 +5,10 @@
 //! `driver` with a handler that answers its requests. Below them: `login` (the one login
 //! decision, logged and throttled), `backend` (blocking answers from the store), `hub`
 //! (news between IMAP sessions), `shared` (what every connection shares), `conn` (a socket
-//! that may turn TLS, with write timeouts), `admission`, `budget` (the input memory of all sessions), `throttle` and `tls`; `housekeeping` (sweeps on a clock). Nothing below
-//! reaches up, and no protocol text is written here: the cores own their replies.
+//! that may turn TLS, with write timeouts), `admission`, `budget` (the input memory of all sessions), `throttle` and `tls`; `housekeeping` (sweeps on a clock). Beside the
+//! server: `reload` (SIGHUP: the settings read again), `privileges` (the service user) and
+//! `notify` (systemd's readiness messages). Nothing below reaches up, and no protocol text is
+//! written here: the cores own their replies.
 
 pub mod admission;
 pub mod backend;
@@ -17,7 +19,10 @@ pub mod housekeeping;
 pub mod hub;
 pub mod imap;
 pub mod login;
+pub mod notify;
 pub mod pop3;
+pub mod privileges;
+pub mod reload;
 pub mod server;
 pub mod shared;
 pub mod smtp;
@@ -27,9 +32,12 @@ pub mod tls;
 use std::sync::Arc;
 
 use dirmail_config::Config;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// `dirmail serve`: runs the server on `config` until Ctrl-C or SIGTERM. Prints each listener's
-/// address, then `ready`, on standard output. Returns the process exit code.
+/// `dirmail serve`: runs the server on `config` until SIGINT (Ctrl-C) or SIGTERM; SIGHUP reads
+/// the configuration and the TLS certificate again. Prints each listener's address, then
+/// `ready`, on standard output (and tells systemd, under `Type=notify`). Returns the process
+/// exit code.
 pub fn serve_main(config: Config) -> i32 {
     init_logging(config.server.logging);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -46,6 +54,14 @@ pub fn serve_main(config: Config) -> i32 {
     };
     let config = Arc::new(config);
     runtime.block_on(async move {
+        // Before anything else, so that no signal that arrives while starting kills the server.
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("dirmail: cannot handle signals: {e}");
+                return 1;
+            }
+        };
         let prepared = match server::prepare(Arc::clone(&config)).await {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -65,7 +81,15 @@ pub fn serve_main(config: Config) -> i32 {
             }
         }
         println!("ready (Ctrl-C stops)");
-        match server::run(Arc::clone(&config), prepared, stop_signal()).await {
+        notify::notify(notify::State::Ready);
+        // One pending reload is enough: SIGHUPs that come while one waits ask for the same.
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        let (stop_tx, stop) = tokio::sync::oneshot::channel();
+        tokio::spawn(signals.forward(reload_tx, stop_tx));
+        let shutdown = async {
+            let _ = stop.await;
+        };
+        match server::run(Arc::clone(&config), prepared, shutdown, reloads).await {
             Ok(()) => {
                 println!("stopped");
                 0
@@ -78,26 +102,50 @@ pub fn serve_main(config: Config) -> i32 {
     })
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+/// The signals a running server answers. Each one handled here no longer has its default
+/// action (for SIGHUP, SIGUSR1 and SIGUSR2: ending the process), which is the point: a stray
+/// `kill -USR1` or a closed terminal must not take the mail server down.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    user1: Signal,
+    user2: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
+            user2: signal(SignalKind::user_defined2())?,
+        })
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// SIGHUP asks for a reload; SIGINT or SIGTERM for the stop, after which this ends; SIGUSR1
+    /// and SIGUSR2 are noted and ignored. (SIGPIPE is ignored by the Rust runtime already.)
+    async fn forward(
+        mut self,
+        reload: tokio::sync::mpsc::Sender<()>,
+        stop: tokio::sync::oneshot::Sender<()>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => break,
+                _ = self.terminate.recv() => break,
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP: reading the configuration and the TLS certificate again");
+                    // Full: a reload is already waiting, and it will read the same files.
+                    let _ = reload.try_send(());
+                }
+                _ = self.user1.recv() => tracing::info!("SIGUSR1 ignored"),
+                _ = self.user2.recv() => tracing::info!("SIGUSR2 ignored"),
+            }
+        }
+        let _ = stop.send(());
+    }
 }
 
 /// `logging`: 0 none, 1 errors, 2 sessions, 3 protocol traces. Logs go to standard error.

@@ -1,7 +1,10 @@
-//! `dirmail serve`: binds the listeners, accepts connections under the connection limit and
+//! `dirmail serve`: binds the listeners, becomes the service user if one is set
+//! ([`privileges`](super::privileges)), accepts connections under the connection limit and
 //! each address's share of it ([`admission`](super::admission)), hands each to its protocol
 //! driver, and stops gracefully: on Ctrl-C or SIGTERM the listeners close, idle sessions are
-//! told goodbye, and in-flight deliveries finish before the process exits.
+//! told goodbye, and in-flight deliveries finish before the process exits. On a reload request
+//! (SIGHUP) the settings are read again ([`reload`](super::reload)) and the connections
+//! accepted after it get the new ones; none in progress is touched.
 //!
 //! Every connection is an open file, so at start the soft open-file limit is raised to the hard
 //! one and a `socket_max` that cannot fit under it is refused ([`fit_open_files`]). Should
@@ -23,9 +26,12 @@ use super::backend::Backend;
 use super::budget::InputBudget;
 use super::driver::Accepted;
 use super::hub::Hub;
+use super::notify::{self, State};
+use super::privileges::{self, PrivilegeError};
+use super::reload;
 use super::shared::{Service, Shared, stopped};
 use super::throttle::Throttle;
-use super::tls::{self, CertPaths};
+use super::tls;
 use dirmail_config::Config;
 use dirmail_proto::session::{Busy, Session};
 use dirmail_proto::{imap, pop3, smtp};
@@ -38,6 +44,8 @@ pub enum ServeError {
     Start(String),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Privileges(#[from] PrivilegeError),
     #[error(
         "limits.socket_max ({socket_max}) does not fit the open-file limit ({limit}): the server needs {needed} descriptors (socket_max, {listeners} listeners, and {DESCRIPTOR_MARGIN} for the store, the log and deliveries in flight). Lower limits.socket_max to at most {fits}, or raise the limit (ulimit -n; LimitNOFILE= in a systemd unit)"
     )]
@@ -154,27 +162,14 @@ pub fn fit_open_files(config: &Config) -> Result<Option<u64>, ServeError> {
 
 /// The TLS acceptor: the configured certificate, or the store's self-signed one.
 pub fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, ServeError> {
-    let paths = match (&config.tls.cert_file, &config.tls.key_file) {
-        (Some(cert), Some(key)) => CertPaths {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        _ => {
-            let paths = CertPaths::in_store(&config.store.data_dir);
-            if tls::ensure_self_signed(&paths, &config.server.hostname)? {
-                tracing::info!(cert = %paths.cert.display(), "made a self-signed certificate");
-            }
-            paths
-        }
-    };
-    Ok(TlsAcceptor::from(tls::server_config(&paths)?))
+    Ok(tls::acceptor(config)?)
 }
 
 /// How long in-flight sessions get to finish once the server is stopping.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// Everything checked before the server says it is ready: the store, `[directory]` (R21),
-/// the TLS certificate, and the bound listeners.
+/// Everything checked before the server says it is ready: the bound listeners, the service
+/// user, the store, `[directory]` (R21) and the TLS certificate.
 pub struct Prepared {
     pub backend: Backend,
     pub tls: TlsAcceptor,
@@ -189,11 +184,19 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
+/// Binding comes first and is the only thing done as root when a service user is set: the
+/// store is opened and the certificate read as that user, so that what the server makes is
+/// the user's, and what a reload reads again is readable by it.
 pub async fn prepare(config: Arc<Config>) -> Result<Prepared, ServeError> {
     fit_open_files(&config)?;
+    let user = privileges::service_user(&config)?;
+    let listeners = bind(&config).await?;
+    privileges::become_user(user.as_ref())?;
+    if let Some(user) = &user {
+        privileges::check_access(&config, user)?;
+    }
     let backend = Backend::open(Arc::clone(&config)).map_err(ServeError::Start)?;
     let tls = tls_acceptor(&config)?;
-    let listeners = bind(&config).await?;
     Ok(Prepared {
         backend,
         tls,
@@ -201,11 +204,13 @@ pub async fn prepare(config: Arc<Config>) -> Result<Prepared, ServeError> {
     })
 }
 
-/// Serves until `shutdown` completes, then stops gracefully.
+/// Serves until `shutdown` completes, then stops gracefully. Each message on `reloads` reads
+/// the settings again; when its senders are gone, only `shutdown` is waited for.
 pub async fn run(
     config: Arc<Config>,
     prepared: Prepared,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), ServeError> {
     let Prepared {
         backend,
@@ -225,15 +230,18 @@ pub async fn run(
         config: Arc::clone(&config),
         backend,
         tls,
-        throttle: Throttle::default(),
+        throttle: Arc::new(Throttle::default()),
         input_budget: InputBudget::new(
             usize::try_from(config.limits.input_memory).unwrap_or(usize::MAX),
         ),
-        imap: Hub::default(),
+        imap: Arc::new(Hub::default()),
         outbound,
         stopping,
     });
     super::housekeeping::spawn_tmp_sweeper(config.store.mailroot.clone(), shared.stopping.clone());
+    let stopping = shared.stopping.clone();
+    // What new connections get; a reload replaces it.
+    let (current_tx, current) = watch::channel(shared);
     let admission = Admission::new(
         config.limits.socket_max,
         config.limits.per_address_max,
@@ -248,14 +256,28 @@ pub async fn run(
     for bound in listeners {
         accept_loops.push(tokio::spawn(accept_loop(
             bound,
-            Arc::clone(&shared),
+            current.clone(),
+            stopping.clone(),
             Arc::clone(&admission),
             Arc::clone(&failures),
             alive_tx.clone(),
         )));
     }
     drop(alive_tx);
-    shutdown.await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            request = reloads.recv() => match request {
+                Some(()) => reload_settings(&current_tx).await,
+                None => {
+                    (&mut shutdown).await;
+                    break;
+                }
+            },
+        }
+    }
+    notify::notify(State::Stopping);
     tracing::info!("stopping: listeners close, sessions finish");
     let _ = stop_tx.send(true);
     for handle in accept_loops {
@@ -268,14 +290,54 @@ pub async fn run(
     Ok(())
 }
 
+/// Reads the settings again and, if they pass, makes them the ones new connections get. The
+/// log says what changed, what needs a restart, or why nothing did.
+async fn reload_settings(current: &watch::Sender<Arc<Shared>>) {
+    notify::notify(State::Reloading);
+    let running = Arc::clone(&current.borrow());
+    let config = Arc::clone(&running.config);
+    let file = match &config.source {
+        dirmail_config::Source::File(path) => path.display().to_string(),
+        dirmail_config::Source::Defaults => "the built-in defaults".to_owned(),
+    };
+    // Reading files (and perhaps making the self-signed certificate): off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || reload::reload(&config)).await;
+    match outcome {
+        Ok(Ok(reloaded)) => {
+            if !reloaded.need_restart.is_empty() {
+                tracing::warn!(
+                    "reload: {} changed in {file} but take effect only at a restart; the running values stay",
+                    reloaded.need_restart.join(", ")
+                );
+            }
+            if reloaded.changed.is_empty() {
+                tracing::info!("reloaded {file}: no setting for new connections changed");
+            } else {
+                tracing::info!(
+                    "reloaded {file}: {} changed for new connections",
+                    reloaded.changed.join(", ")
+                );
+            }
+            tracing::info!("reloaded the TLS certificate and key");
+            let next = running.with_settings(Arc::new(reloaded.config), reloaded.tls);
+            current.send_replace(Arc::new(next));
+        }
+        Ok(Err(why)) => {
+            tracing::error!("reload refused: {why}; the running settings stay");
+        }
+        Err(e) => tracing::error!("reload refused: {e}; the running settings stay"),
+    }
+    notify::notify(State::Ready);
+}
+
 async fn accept_loop(
     bound: Bound,
-    shared: Arc<Shared>,
+    current: watch::Receiver<Arc<Shared>>,
+    mut stopping: watch::Receiver<bool>,
     admission: Arc<Admission>,
     failures: Arc<std::sync::Mutex<AcceptFailures>>,
     alive: mpsc::Sender<()>,
 ) {
-    let mut stopping = shared.stopping.clone();
     // Whether this loop's last accept failed, so a success takes the lock only then.
     let mut recovering = false;
     loop {
@@ -303,7 +365,8 @@ async fn accept_loop(
         }
         let _ = tcp.set_nodelay(true);
         let ticket = admission.admit(peer.ip());
-        let shared = Arc::clone(&shared);
+        // The settings in force now stay this connection's to its end.
+        let shared = Arc::clone(&current.borrow());
         let alive = alive.clone();
         let service = bound.service;
         tokio::spawn(async move {

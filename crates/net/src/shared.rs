@@ -1,5 +1,9 @@
 //! What every connection of a running server shares, and what kind of listener it came
 //! through. Below the drivers and [`server`](super::server) alike, so neither reaches up.
+//!
+//! A connection takes the [`Shared`] in force when it is accepted and keeps it to the end: a
+//! reload ([`reload`](super::reload)) makes a new one with the new settings for the
+//! connections that come after, and the sessions in progress go on as they started.
 
 use std::sync::Arc;
 
@@ -48,20 +52,38 @@ impl Service {
     }
 }
 
-/// What every connection of the server shares.
+/// What every connection of the server shares. `config` and `tls` are the settings in force
+/// when the connection came; everything else is the one process-wide instance, the same
+/// through every reload.
 pub struct Shared {
     pub config: Arc<Config>,
     pub backend: Arc<Backend>,
     pub tls: TlsAcceptor,
-    pub throttle: Throttle,
+    pub throttle: Arc<Throttle>,
     /// The input memory all sessions may hold together (`[limits] input_memory`).
     pub input_budget: Arc<InputBudget>,
     /// IMAP sessions waiting for news of the mailboxes they have open.
-    pub imap: Hub,
+    pub imap: Arc<Hub>,
     /// Wakes the outbound queue runner when a message is queued.
     pub outbound: dirmail_outbound::QueueHandle,
     /// Becomes `true` when the server is stopping.
     pub stopping: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The same server with reloaded settings, for the connections still to come.
+    pub fn with_settings(&self, config: Arc<Config>, tls: TlsAcceptor) -> Shared {
+        Shared {
+            config,
+            tls,
+            backend: Arc::clone(&self.backend),
+            throttle: Arc::clone(&self.throttle),
+            input_budget: Arc::clone(&self.input_budget),
+            imap: Arc::clone(&self.imap),
+            outbound: self.outbound.clone(),
+            stopping: self.stopping.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {

@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dirmail_config::Config;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -96,6 +97,32 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         .map_err(fail)?;
     file.write_all(bytes).map_err(fail)?;
     file.sync_all().map_err(fail)
+}
+
+/// The TLS acceptor of `config`: the configured certificate, or the store's self-signed one
+/// (made when missing). The files are read each time, so a reload picks up a certificate
+/// renewed in place.
+pub fn acceptor(config: &Config) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    Ok(tokio_rustls::TlsAcceptor::from(server_config(
+        &cert_paths(config)?,
+    )?))
+}
+
+/// Where `config`'s certificate and key are; for the store's own, makes them first if missing.
+pub fn cert_paths(config: &Config) -> Result<CertPaths, TlsError> {
+    match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => Ok(CertPaths {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => {
+            let paths = CertPaths::in_store(&config.store.data_dir);
+            if ensure_self_signed(&paths, &config.server.hostname)? {
+                tracing::info!(cert = %paths.cert.display(), "made a self-signed certificate");
+            }
+            Ok(paths)
+        }
+    }
 }
 
 /// Loads the chain and key into a rustls server configuration.

@@ -93,21 +93,31 @@ impl Server {
     /// Starts `dirmail serve` in `dir` and waits for its `ready` line; its log goes to the
     /// test's standard error.
     pub fn start(dir: &Path) -> Server {
-        Server::spawn(dir, None, &[])
+        Server::spawn(dir, None, &[], &[])
     }
 
     /// Like [`Server::start`], with the log kept in `dir/server.log` for [`Server::log`].
     pub fn start_logged(dir: &Path) -> Server {
-        Server::spawn(dir, Some(dir.join("server.log")), &[])
+        Server::spawn(dir, Some(dir.join("server.log")), &[], &[])
     }
 
     /// Like [`Server::start_logged`], started through `wrapper` (e.g. `prlimit --nofile=…`),
     /// which runs the server in its own process.
     pub fn start_logged_under(dir: &Path, wrapper: &[&str]) -> Server {
-        Server::spawn(dir, Some(dir.join("server.log")), wrapper)
+        Server::spawn(dir, Some(dir.join("server.log")), wrapper, &[])
     }
 
-    fn spawn(dir: &Path, log: Option<PathBuf>, wrapper: &[&str]) -> Server {
+    /// Like [`Server::start_logged`], with `env` added to the server's environment.
+    pub fn start_with_env(dir: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Server {
+        Server::spawn(dir, Some(dir.join("server.log")), &[], env)
+    }
+
+    fn spawn(
+        dir: &Path,
+        log: Option<PathBuf>,
+        wrapper: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
         let stderr = match &log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
             None => Stdio::inherit(),
@@ -124,6 +134,8 @@ impl Server {
             .arg("serve")
             .current_dir(dir)
             .env_remove("DIRMAIL_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -100,7 +100,7 @@ impl Rig {
 
 /// Keys given again in a later `[table]` of the same name replace the earlier ones, so a test
 /// can add or override `[smtp]` or `[limits]` keys without repeating a table (TOML refuses).
-fn merge_tables(text: &str) -> String {
+pub(crate) fn merge_tables(text: &str) -> String {
     let mut tables: Vec<(String, Vec<(String, String)>)> = Vec::new();
     let mut current = 0;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {

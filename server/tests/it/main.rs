@@ -42,5 +42,7 @@ mod outbound_postfix;
 mod queue_admin;
 mod races;
 mod readme_e2e;
+mod service_user;
+mod signals;
 mod store_files;
 mod transcripts;
