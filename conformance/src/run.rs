@@ -513,10 +513,11 @@ impl Context<'_> {
         }
     }
 
-    /// A command in the scenario's directory, without the caller's `DIRMAIL_*`.
+    /// A command in the scenario's directory, without the caller's `DIRMAIL_*` or `RUST_LOG`
+    /// (which `serve` honours before the scenario's `logging`).
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
-        command.current_dir(self.dir);
+        command.current_dir(self.dir).env_remove("RUST_LOG");
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("DIRMAIL_") {
                 command.env_remove(key);

@@ -76,8 +76,11 @@ pub struct ServerConfig {
     /// The name users put in their mail client ("Mail server:" in `add`'s logon information)
     /// and the SMTP greeting. Default: this machine's host name.
     pub hostname: String,
-    /// 0 none, 1 errors, 2 sessions, 3 protocol traces.
+    /// 0 none, 1 errors, 2 sessions, 3 protocol traces (`serve --log-level` and `RUST_LOG`
+    /// come before it).
     pub logging: u8,
+    /// How each log line is written.
+    pub log_format: LogFormat,
     /// Worker threads; 0 = as many as cores.
     pub threadcount: u32,
     /// The address every listener binds to (loopback unless the administrator opens it).
@@ -121,6 +124,16 @@ pub struct ImapConfig {
     pub port: Port,
     /// Implicit TLS IMAP (RFC 8314).
     pub imaps_port: Port,
+}
+
+/// How `serve` writes its log (standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// One line of text per event, for people (the default).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// Where a clear-text password may cross the wire.
@@ -513,6 +526,7 @@ struct RawStore {
 struct RawServer {
     hostname: Option<String>,
     logging: Option<u8>,
+    log_format: Option<LogFormat>,
     threadcount: Option<u32>,
     listen_address: Option<IpAddr>,
     user: Option<String>,
@@ -1064,6 +1078,7 @@ impl Config {
             server: ServerConfig {
                 hostname,
                 logging,
+                log_format: raw.server.log_format.unwrap_or(LogFormat::Text),
                 threadcount: raw.server.threadcount.unwrap_or(0),
                 listen_address: raw
                     .server
@@ -1238,8 +1253,14 @@ data_dir = "dirmail-data"
 # The name users enter as "Mail server" in their mail client; used in greetings too.
 # Default: this machine's host name.
 # hostname = "mail.example.jp"
-# 0 none, 1 errors, 2 sessions, 3 protocol traces (passwords are never logged).
+# 0 none, 1 errors, 2 sessions (logins, and a line per accepted message and per recipient,
+# with the Message-ID: grep it to follow a message), 3 protocol traces (every line in and out;
+# passwords and SASL payloads shown as ***, message content as its size). Passwords are never
+# logged. `dirmail serve --log-level LEVEL|FILTER` (e.g. debug, or dirmail_net=trace,info)
+# and then the RUST_LOG environment variable come before this.
 logging = 2
+# "text" (one line per event) or "json" (one JSON object per line).
+log_format = "text"
 # Worker threads; 0 = as many as cores.
 threadcount = 0
 

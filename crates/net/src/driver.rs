@@ -11,6 +11,11 @@
 //! (the SMTP relay port, whose clients never log in, only when the server is under pressure;
 //! never inside DATA), so that idle strangers cannot keep slots for the protocols' long
 //! timeouts. Both ends are told in the protocol's busy words ([`Busy`]).
+//!
+//! When the log level lets them through (`logging = 3`, or `debug` for the target
+//! `dirmail_net::trace`), every line in and out is logged as a protocol trace, each through the
+//! core's [`Tracer`], which hides passwords and SASL payloads and gives message content as its
+//! size.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,6 +29,45 @@ use super::budget::READ_CHUNK;
 use super::conn::Conn;
 use super::shared::{Service, Shared, stopped};
 use dirmail_proto::session::{Busy, Session, Step};
+use dirmail_proto::trace::Tracer;
+
+/// The log target of protocol traces, so a filter can turn them on alone
+/// (`--log-level dirmail_net::trace=debug,info`).
+pub const TRACE_TARGET: &str = "dirmail_net::trace";
+
+/// One connection's protocol trace, when the log level wants it.
+struct Trace {
+    tracer: Option<Tracer>,
+    peer: SocketAddr,
+    protocol: &'static str,
+}
+
+impl Trace {
+    fn new<S: Session>(peer: SocketAddr) -> Trace {
+        let wanted = tracing::enabled!(target: TRACE_TARGET, tracing::Level::DEBUG);
+        Trace {
+            tracer: wanted.then(|| Tracer::new(S::TRACE)),
+            peer,
+            protocol: S::PROTOCOL,
+        }
+    }
+
+    fn client(&mut self, bytes: &[u8]) {
+        if let Some(tracer) = &mut self.tracer {
+            for line in tracer.client(bytes) {
+                tracing::debug!(target: TRACE_TARGET, peer = %self.peer, protocol = self.protocol, "C: {line}");
+            }
+        }
+    }
+
+    fn server(&mut self, bytes: &[u8]) {
+        if let Some(tracer) = &mut self.tracer {
+            for line in tracer.server(bytes) {
+                tracing::debug!(target: TRACE_TARGET, peer = %self.peer, protocol = self.protocol, "S: {line}");
+            }
+        }
+    }
+}
 
 /// Replies are written out once this much has piled up, even mid-command (an IMAP FETCH of
 /// many messages), so memory stays bounded.
@@ -113,6 +157,7 @@ where
         ticket,
         service,
     } = connection;
+    let mut trace = Trace::new::<S>(peer);
     let mut out = Vec::new();
     session.write_greeting(&mut out);
     let mut stopping = shared.stopping.clone();
@@ -127,11 +172,11 @@ where
             match step {
                 Step::Wrote => {
                     if out.len() >= FLUSH_AT {
-                        flush(&mut conn, &mut out).await?;
+                        flush(&mut conn, &mut out, &mut trace).await?;
                     }
                 }
                 Step::Request(request) => {
-                    flush(&mut conn, &mut out).await?;
+                    flush(&mut conn, &mut out, &mut trace).await?;
                     let response = handler.answer(request).await;
                     if let Err(e) = session.answer(response) {
                         tracing::error!(%peer, "{} core refused an answer: {e}", S::PROTOCOL);
@@ -139,18 +184,18 @@ where
                     }
                 }
                 Step::StartTls => {
-                    flush(&mut conn, &mut out).await?;
+                    flush(&mut conn, &mut out, &mut trace).await?;
                     conn.upgrade(&shared.tls).await?;
                     session.tls_started(Instant::now());
                 }
                 Step::Close => {
-                    flush(&mut conn, &mut out).await?;
+                    flush(&mut conn, &mut out, &mut trace).await?;
                     let _ = conn.shutdown().await;
                     return Ok(());
                 }
             }
         }
-        flush(&mut conn, &mut out).await?;
+        flush(&mut conn, &mut out, &mut trace).await?;
         if !logged_in && session.is_authenticated() {
             ticket.logged_in();
             logged_in = true;
@@ -173,36 +218,38 @@ where
         tokio::select! {
             read = conn.read(&mut buf), if may_read => {
                 if !ticket.busy() {
-                    return goodbye::<S>(conn, Busy::Evicted, peer).await;
+                    return goodbye::<S>(conn, Busy::Evicted, peer, &mut trace).await;
                 }
                 let n = read?;
                 if n == 0 {
                     return Ok(());
                 }
                 last_input = Instant::now();
-                session.feed(buf.get(..n).unwrap_or_default(), last_input);
+                let input = buf.get(..n).unwrap_or_default();
+                trace.client(input);
+                session.feed(input, last_input);
             }
             _ = sleep_until(earliest(deadline, cut)) => {
                 if !ticket.busy() {
-                    return goodbye::<S>(conn, Busy::Evicted, peer).await;
+                    return goodbye::<S>(conn, Busy::Evicted, peer, &mut trace).await;
                 }
                 let now = Instant::now();
                 let core_due = deadline.is_some_and(|at| now >= at);
                 if !core_due && cut.is_some_and(|at| now >= at) {
-                    return goodbye::<S>(conn, Busy::LoginTimeout, peer).await;
+                    return goodbye::<S>(conn, Busy::LoginTimeout, peer, &mut trace).await;
                 }
                 session.timeout(now);
             }
             _ = shared.input_budget.released(), if !may_read => {}
             news = handler.wake(idle) => {
                 if !ticket.busy() {
-                    return goodbye::<S>(conn, Busy::Evicted, peer).await;
+                    return goodbye::<S>(conn, Busy::Evicted, peer, &mut trace).await;
                 }
                 if news {
                     session.news();
                 }
             }
-            _ = ticket.evicted() => return goodbye::<S>(conn, Busy::Evicted, peer).await,
+            _ = ticket.evicted() => return goodbye::<S>(conn, Busy::Evicted, peer, &mut trace).await,
             _ = stopped(&mut stopping) => {
                 session.stop();
                 while let Some(step) = session.next_step(&mut out) {
@@ -211,7 +258,7 @@ where
                     }
                 }
                 // Goodbye if the client still listens; the server goes either way.
-                let _ = flush(&mut conn, &mut out).await;
+                let _ = flush(&mut conn, &mut out, &mut trace).await;
                 let _ = conn.shutdown().await;
                 return Ok(());
             }
@@ -250,12 +297,17 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// Closes a session that has not logged in, for a newcomer or after `prelogin_timeout`, with
 /// the protocol's busy words. Such a session holds nothing that needs tidying (no POP3 hold, no
 /// delivery), so the core is simply dropped.
-async fn goodbye<S: Session>(mut conn: Conn, why: Busy, peer: SocketAddr) -> std::io::Result<()> {
+async fn goodbye<S: Session>(
+    mut conn: Conn,
+    why: Busy,
+    peer: SocketAddr,
+    trace: &mut Trace,
+) -> std::io::Result<()> {
     tracing::debug!(%peer, ?why, "{} connection closed before login", S::PROTOCOL);
     let mut out = Vec::new();
     S::write_busy(why, &mut out);
     // Goodbye if the client still listens; the connection goes either way.
-    let _ = flush(&mut conn, &mut out).await;
+    let _ = flush(&mut conn, &mut out, trace).await;
     let _ = conn.shutdown().await;
     Ok(())
 }
@@ -267,8 +319,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn flush(conn: &mut Conn, out: &mut Vec<u8>, trace: &mut Trace) -> std::io::Result<()> {
     if !out.is_empty() {
+        trace.server(out);
         conn.write_all(out).await?;
         conn.flush().await?;
         out.clear();

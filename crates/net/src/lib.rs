@@ -31,15 +31,20 @@ pub mod tls;
 
 use std::sync::Arc;
 
-use dirmail_config::Config;
+use dirmail_config::{Config, LogFormat};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// `dirmail serve`: runs the server on `config` until SIGINT (Ctrl-C) or SIGTERM; SIGHUP reads
 /// the configuration and the TLS certificate again. Prints each listener's address, then
-/// `ready`, on standard output (and tells systemd, under `Type=notify`). Returns the process
-/// exit code.
-pub fn serve_main(config: Config) -> i32 {
-    init_logging(config.server.logging);
+/// `ready`, on standard output (and tells systemd, under `Type=notify`). `log_level` is
+/// `--log-level`'s level or filter. Returns the process exit code (2 for a log level that
+/// cannot be read).
+pub fn serve_main(config: Config, log_level: Option<&str>) -> i32 {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    if let Err(e) = init_logging(&config, log_level, rust_log.as_deref()) {
+        eprintln!("dirmail: {e}");
+        return 2;
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if config.server.threadcount > 0 {
@@ -148,20 +153,106 @@ impl Signals {
     }
 }
 
-/// `logging`: 0 none, 1 errors, 2 sessions, 3 protocol traces. Logs go to standard error.
-fn init_logging(level: u8) {
-    let filter = match level {
-        0 => "off",
-        1 => "error",
-        2 => "info",
-        _ => "debug",
+/// The log's filter: `--log-level` if given, else `RUST_LOG` if set, else `[server] logging`
+/// (0 none, 1 errors, 2 sessions, 3 protocol traces). Logs go to standard error, as text or
+/// JSON (`[server] log_format`).
+fn init_logging(config: &Config, flag: Option<&str>, rust_log: Option<&str>) -> Result<(), String> {
+    let filter = log_filter(config.server.logging, flag, rust_log)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A logger set already (a test harness) is kept.
+    let _ = match config.server.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .try_init(),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "dirmail={filter}"
-        )))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    Ok(())
+}
+
+/// The filter of [`init_logging`], checked: a bad one is an error naming where it came from.
+fn log_filter(
+    logging: u8,
+    flag: Option<&str>,
+    rust_log: Option<&str>,
+) -> Result<tracing_subscriber::EnvFilter, String> {
+    let (source, text) = match (flag, rust_log.filter(|v| !v.trim().is_empty())) {
+        (Some(flag), _) => ("--log-level", flag.to_owned()),
+        (None, Some(env)) => ("RUST_LOG", env.to_owned()),
+        (None, None) => {
+            let level = match logging {
+                0 => "off",
+                1 => "error",
+                2 => "info",
+                _ => "debug",
+            };
+            ("[server] logging", format!("dirmail={level}"))
+        }
+    };
+    let bad = |why: &str| {
+        format!(
+            "{source} {text:?} cannot be read: {why}; give a level (error, warn, info, debug, \
+             trace) or a filter such as dirmail_net=trace,info"
+        )
+    };
+    if text.trim().is_empty() {
+        return Err(bad("it is empty"));
+    }
+    // A bare word would name a target, not a level, and quietly log nothing of dirmail:
+    // `debgu` is far more likely a typo than a crate's name.
+    for directive in text.split(',').map(str::trim) {
+        if !directive.contains('=')
+            && !directive.contains('[')
+            && directive
+                .parse::<tracing::level_filters::LevelFilter>()
+                .is_err()
+        {
+            return Err(bad(&format!(
+                "{directive:?} is not a level (name a target with a level: {directive}=debug)"
+            )));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| bad(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_comes_before_rust_log_before_logging() {
+        let shown = |f: Result<tracing_subscriber::EnvFilter, String>| {
+            f.map(|f| f.to_string()).unwrap_or_else(|e| e)
+        };
+        assert_eq!(shown(log_filter(2, None, None)), "dirmail=info");
+        assert_eq!(shown(log_filter(3, None, Some(" "))), "dirmail=debug");
+        assert_eq!(shown(log_filter(0, None, Some("warn"))), "warn");
+        let both = shown(log_filter(0, Some("dirmail_net=trace,info"), Some("warn")));
+        assert!(
+            both.contains("dirmail_net=trace") && !both.contains("warn"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn bad_filters_are_errors_naming_their_source() {
+        for (flag, env, source) in [
+            (Some("debgu"), None, "--log-level"),
+            (Some("dirmail=loud"), None, "--log-level"),
+            (Some(""), None, "--log-level"),
+            (None, Some("dirmail_net=verbose"), "RUST_LOG"),
+        ] {
+            let e = log_filter(2, flag, env).map(|_| ()).unwrap_err();
+            assert!(e.starts_with(source), "{e}");
+            assert!(e.contains("give a level"), "{e}");
+        }
+    }
 }

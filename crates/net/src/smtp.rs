@@ -3,6 +3,12 @@
 //! A message in DATA goes to a spool file piece by piece as it arrives (the core hands over at
 //! most [`PIECE`](dirmail_proto::smtp::data::PIECE) octets at a time), written off the async
 //! threads; the file goes with the handler, so a dropped connection leaves nothing behind.
+//!
+//! Each accepted message is logged once (`accepted`) and each of its recipients once
+//! (`recipient`), every line with the message's id (`msg_id`: the queue id when any
+//! recipient went to the outbound queue, else the spool file's unique name), its
+//! `message_id` (the Message-ID header, `-` without one), the sender, the size and the reply
+//! given, so `grep '<message-id>'` finds a message's whole life, the queue runner's lines too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +22,9 @@ use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_cha
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::smtp::address::RcptAddress;
+use dirmail_proto::smtp::header::{HEAD_SCAN, message_id};
+use dirmail_proto::smtp::reply::Reply;
+use dirmail_proto::smtp::session::delivery_reply;
 use dirmail_proto::smtp::session::{
     Config as SessionConfig, Delivery, Listener, ReceivedHeader, Request, Response, Session, Target,
 };
@@ -61,6 +70,8 @@ pub async fn serve(
         peer,
         locals: HashMap::new(),
         spool: None,
+        identity: None,
+        incoming: None,
     };
     driver::run(conn, session, &mut handler, &shared, peer).await
 }
@@ -74,6 +85,27 @@ struct Smtp {
     locals: HashMap<String, Destinations>,
     /// The message coming in (DATA), removed when dropped.
     spool: Option<SpoolFile>,
+    /// Who logged in (the core forgets a login at STARTTLS; `Incoming` asks it).
+    identity: Option<String>,
+    /// What the log says of the message coming in.
+    incoming: Option<Incoming>,
+}
+
+/// The facts of the message coming in that its log lines carry.
+struct Incoming {
+    tls: bool,
+    /// The logged-in user, if the session is logged in now.
+    auth: Option<String>,
+    /// Its first octets, where the Message-ID is looked for (at most `HEAD_SCAN`).
+    head: Vec<u8>,
+}
+
+impl Incoming {
+    fn keep_head(&mut self, piece: &[u8]) {
+        let room = HEAD_SCAN.saturating_sub(self.head.len());
+        self.head
+            .extend_from_slice(piece.get(..room.min(piece.len())).unwrap_or_default());
+    }
 }
 
 impl Handler<Session> for Smtp {
@@ -84,6 +116,7 @@ impl Handler<Session> for Smtp {
                 match log_in(shared, peer, LoginService::Smtp, credentials).await {
                     LoginAnswer::Accepted(mailbox) => {
                         tracing::info!(%peer, user = %mailbox.address, "smtp login");
+                        self.identity = Some(mailbox.address.to_string());
                         Response::AuthOk {
                             identity: mailbox.address.to_string(),
                             own_addresses: shared.backend.own_addresses(&mailbox),
@@ -101,6 +134,13 @@ impl Handler<Session> for Smtp {
             Request::OpenMessage(received) => {
                 // One message at a time: anything earlier is dropped (and so removed) first.
                 self.spool = None;
+                // `ESMTPA`/`ESMTPSA`: the session is logged in now (RFC 3848).
+                let logged_in = received.protocol.ends_with('A');
+                self.incoming = Some(Incoming {
+                    tls: received.tls,
+                    auth: self.identity.clone().filter(|_| logged_in),
+                    head: Vec::new(),
+                });
                 match open_spool(shared, peer, received).await {
                     Ok(spool) => {
                         self.spool = Some(spool);
@@ -109,7 +149,12 @@ impl Handler<Session> for Smtp {
                     Err(response) => response,
                 }
             }
-            Request::AppendMessage(piece) => append(peer, &mut self.spool, piece).await,
+            Request::AppendMessage(piece) => {
+                if let Some(incoming) = &mut self.incoming {
+                    incoming.keep_head(&piece);
+                }
+                append(peer, &mut self.spool, piece).await
+            }
             Request::DiscardMessage => {
                 if let Some(spool) = self.spool.take() {
                     // Removing a large file frees its blocks: off the async threads.
@@ -119,7 +164,13 @@ impl Handler<Session> for Smtp {
             }
             Request::Deliver(delivery) => {
                 let spool = self.spool.take();
-                deliver(shared, peer, delivery, spool, &mut self.locals).await
+                let mut incoming = self.incoming.take().unwrap_or(Incoming {
+                    tls: false,
+                    auth: None,
+                    head: Vec::new(),
+                });
+                incoming.keep_head(&delivery.tail);
+                deliver(shared, peer, delivery, spool, &mut self.locals, incoming).await
             }
         }
     }
@@ -167,9 +218,15 @@ async fn check_recipient(
         }
         Ok(Ok(RecipientVerdict::AliasLoop(why))) => {
             tracing::warn!(%peer, address = %address.as_written(), "refused: {why} (R28)");
+            let reply = Reply::alias_loop().to_string();
+            tracing::info!(%peer, recipient = %address.as_written(), outcome = "refused", reply = reply.trim_end(), "recipient");
             Response::AliasLoop
         }
-        Ok(Ok(RecipientVerdict::LocalUnknown)) => Response::LocalUnknown,
+        Ok(Ok(RecipientVerdict::LocalUnknown)) => {
+            let reply = Reply::no_such_mailbox().to_string();
+            tracing::info!(%peer, recipient = %address.as_written(), outcome = "refused", reply = reply.trim_end(), "recipient");
+            Response::LocalUnknown
+        }
         Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
         Ok(Err(e)) => {
             tracing::error!(%peer, "recipient lookup failed: {e}");
@@ -280,12 +337,40 @@ fn accept(
     (DeliveryOutcome::Delivered, queued)
 }
 
+/// One accepted recipient as the log tells it: what it expanded to.
+struct Outcome {
+    address: String,
+    /// The local mailboxes it was delivered to (an alias's, expanded).
+    mailboxes: Vec<String>,
+    /// The outside addresses queued for it: itself when relayed, or an alias's targets.
+    queued: Vec<String>,
+}
+
+impl Outcome {
+    fn word(&self) -> &'static str {
+        match (self.mailboxes.is_empty(), self.queued.is_empty()) {
+            (false, true) => "delivered",
+            (true, false) => "queued",
+            _ => "delivered+queued",
+        }
+    }
+}
+
+fn listed(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 async fn deliver(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     delivery: Delivery,
     spool: Option<SpoolFile>,
     locals: &mut HashMap<String, Destinations>,
+    incoming: Incoming,
 ) -> Response {
     let Some(mut spool) = spool else {
         tracing::error!(%peer, "the end of DATA without a spool file");
@@ -294,7 +379,13 @@ async fn deliver(
     };
     let mut targets: Vec<(MailboxRow, PathBuf)> = Vec::new();
     let mut remote: Vec<String> = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
     for recipient in &delivery.recipients {
+        let mut outcome = Outcome {
+            address: recipient.address.clone(),
+            mailboxes: Vec::new(),
+            queued: Vec::new(),
+        };
         match &recipient.target {
             Target::Local { mailbox } => {
                 let Some(found) = locals.get(mailbox) else {
@@ -302,12 +393,14 @@ async fn deliver(
                 };
                 // One copy per mailbox, however many of its addresses (and aliases) were named.
                 for target in &found.mailboxes {
+                    outcome.mailboxes.push(target.mailbox.address.to_string());
                     if !targets.iter().any(|(m, _)| m.id == target.mailbox.id) {
                         targets.push((target.mailbox.clone(), target.maildir.clone()));
                     }
                 }
                 // An alias's outside targets: through the outbound queue, like a relay.
                 for outside in &found.outside {
+                    outcome.queued.push(outside.clone());
                     if !remote.iter().any(|r| r.eq_ignore_ascii_case(outside)) {
                         remote.push(outside.clone());
                     }
@@ -315,6 +408,7 @@ async fn deliver(
             }
             // R16 let the client relay: the outbound queue takes it.
             Target::Relay => {
+                outcome.queued.push(recipient.address.clone());
                 if !remote
                     .iter()
                     .any(|r| r.eq_ignore_ascii_case(&recipient.address))
@@ -323,14 +417,20 @@ async fn deliver(
                 }
             }
         }
+        outcomes.push(outcome);
     }
     locals.clear();
     let backend = Arc::clone(&shared.backend);
     let Delivery {
         envelope_from,
-        recipients,
+        recipients: _,
         tail,
     } = delivery;
+    let spool_name = spool
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let from = envelope_from.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let outcome = accept(&backend, &mut spool, &tail, &from, &targets, &remote);
@@ -339,21 +439,18 @@ async fn deliver(
         (outcome, spool.size())
     })
     .await;
-    let (outcome, size) = match outcome {
-        Ok(((outcome, queued), size)) => {
-            if let Some(entry) = &queued {
-                tracing::info!(%peer, queue_id = %entry.id, from = %envelope_from, recipients = entry.recipients.len(), size, "queued for outbound delivery");
-                shared.outbound.queued(entry);
-            }
-            (Ok(outcome), size)
-        }
-        Err(e) => (Err(e), 0),
+    let message_id = message_id(&incoming.head).unwrap_or_else(|| "-".to_owned());
+    let from = if envelope_from.is_empty() {
+        "<>"
+    } else {
+        envelope_from.as_str()
     };
-    match outcome {
-        Ok(DeliveryOutcome::Delivered) => {
-            tracing::info!(%peer, from = %envelope_from, recipients = recipients.len(), size, "delivered");
-            Response::Delivered
-        }
+    let (outcome, size, queued) = match outcome {
+        Ok(((outcome, queued), size)) => (Ok(outcome), size, queued),
+        Err(e) => (Err(e), 0, None),
+    };
+    let response = match &outcome {
+        Ok(DeliveryOutcome::Delivered) => Response::Delivered,
         Ok(DeliveryOutcome::QuotaExceeded(who)) => {
             tracing::info!(%peer, mailbox = %who, size, "refused: over quota (R15)");
             Response::QuotaExceeded
@@ -370,7 +467,56 @@ async fn deliver(
             tracing::error!(%peer, "delivery panicked: {e}");
             Response::TempFail
         }
+    };
+    let reply = delivery_reply(&response).to_string();
+    let reply = reply.trim_end();
+    let queue_id = queued.as_ref().map_or("-", |entry| entry.id.as_str());
+    let msg_id = queued
+        .as_ref()
+        .map_or(spool_name.as_str(), |entry| entry.id.as_str());
+    let auth = incoming.auth.as_deref().unwrap_or("-");
+    let tls = if incoming.tls { "yes" } else { "no" };
+    let everyone: Vec<String> = outcomes.iter().map(|o| o.address.clone()).collect();
+    if response == Response::Delivered {
+        tracing::info!(
+            msg_id,
+            %peer,
+            from,
+            message_id = %message_id,
+            size,
+            tls,
+            auth,
+            recipients = %listed(&everyone),
+            count = outcomes.len(),
+            reply,
+            "accepted"
+        );
     }
+    for outcome in &outcomes {
+        let word = if response == Response::Delivered {
+            outcome.word()
+        } else {
+            "refused"
+        };
+        tracing::info!(
+            msg_id,
+            %peer,
+            from,
+            message_id = %message_id,
+            size,
+            recipient = %outcome.address,
+            mailbox = %listed(&outcome.mailboxes),
+            queued_for = %listed(&outcome.queued),
+            queue_id,
+            outcome = word,
+            reply,
+            "recipient"
+        );
+    }
+    if let Some(entry) = &queued {
+        shared.outbound.queued(entry);
+    }
+    response
 }
 
 /// Dates in trace headers and notifications are written one way (the outbound floor's).

@@ -33,6 +33,8 @@ const BODY_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Message<'a> {
     pub queue_id: &'a str,
+    /// The message's Message-ID (`-` without one), so its lines can be found by it.
+    pub message_id: &'a str,
     pub path: &'a Path,
     pub reverse_path: &'a str,
     /// The message's size as queued, without `prefix`.
@@ -101,6 +103,7 @@ pub async fn deliver_domain(
             let (disposition, reply) = route_reply(&e);
             tracing::info!(
                 queue_id = message.queue_id,
+                    message_id = message.message_id,
                 recipients = %recipients.join(", "),
                 reply = %reply,
                 "outbound: no route"
@@ -125,6 +128,7 @@ pub async fn deliver_domain(
             Err(reply) => {
                 tracing::info!(
                     queue_id = message.queue_id,
+                    message_id = message.message_id,
                     recipients = %remaining.join(", "),
                     host = %host,
                     reply = %reply,
@@ -139,6 +143,7 @@ pub async fn deliver_domain(
                     let reply = reply_text(&r.verdict);
                     tracing::info!(
                         queue_id = message.queue_id,
+                    message_id = message.message_id,
                         recipient = %r.address,
                         host = %host,
                         tls = %tls,
@@ -267,7 +272,8 @@ async fn attempt(
                         client.tls_started();
                     }
                     Err(e) => {
-                        tracing::info!(queue_id = message.queue_id, host = %hop.host, addr = %hop.addr, "outbound: TLS handshake failed: {e}");
+                        tracing::info!(queue_id = message.queue_id,
+                    message_id = message.message_id, host = %hop.host, addr = %hop.addr, "outbound: TLS handshake failed: {e}");
                         client.tls_failed();
                     }
                 },
@@ -276,6 +282,7 @@ async fn attempt(
                     Err(e) => {
                         tracing::info!(
                             queue_id = message.queue_id,
+                            message_id = message.message_id,
                             "outbound: sending the body failed: {e}"
                         );
                         client.connection_closed();

@@ -351,6 +351,17 @@ async fn work(context: &Arc<Context>, id: &str) -> Option<i64> {
         Ok(path) => path,
         Err(_) => return None,
     };
+    // The Message-ID on every line about the message, as on the lines of its acceptance.
+    let message_id = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            dirmail_proto::smtp::header::message_id(&read_headers(&path))
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "-".to_owned())
+    };
     let started = now();
     let due: Vec<usize> = entry
         .recipients
@@ -360,12 +371,17 @@ async fn work(context: &Arc<Context>, id: &str) -> Option<i64> {
         .map(|(i, _)| i)
         .collect();
     if !due.is_empty() {
-        let attempts = attempt_all(context, &entry, &path, &due).await;
+        let attempts = attempt_all(context, &entry, &path, &due, &message_id).await;
         // Recorded into the entry as it is now, under the queue's lock: an administrator's
         // `queue retry` or `queue bounce` made during the attempts is kept, and a `queue
         // delete` is respected.
         let ctx = Arc::clone(context);
-        match update(context, id, move |fresh| record(&ctx, fresh, &attempts)).await {
+        let logged_id = message_id.clone();
+        match update(context, id, move |fresh| {
+            record(&ctx, fresh, &attempts, &logged_id)
+        })
+        .await
+        {
             Ok(fresh) => entry = fresh,
             Err(QueueError::NotFound(_)) => return None,
             Err(e) => {
@@ -376,7 +392,7 @@ async fn work(context: &Arc<Context>, id: &str) -> Option<i64> {
     }
     maybe_delay_notice(context, &mut entry, &path).await;
     if entry.is_finished() {
-        finish(context, &entry, &path).await;
+        finish(context, &entry, &path, &message_id).await;
         return None;
     }
     entry.next_due()
@@ -413,6 +429,7 @@ async fn attempt_all(
     entry: &Entry,
     path: &Path,
     due: &[usize],
+    message_id: &str,
 ) -> Vec<Attempt> {
     let mut results = Vec::new();
     let mut remote: HashMap<String, Vec<String>> = HashMap::new();
@@ -449,7 +466,7 @@ async fn attempt_all(
             LocalDelivery::Refused(reply) => decided(Disposition::Permanent, reply),
             LocalDelivery::Failed(reply) => decided(Disposition::Temporary, reply),
         };
-        tracing::info!(queue_id = %entry.id, recipient = %attempt.address, reply = %attempt.reply, "outbound: local delivery");
+        tracing::info!(queue_id = %entry.id, message_id, recipient = %attempt.address, reply = %attempt.reply, "outbound: local delivery");
         results.push(attempt);
     }
     if remote.is_empty() {
@@ -493,6 +510,7 @@ async fn attempt_all(
             entry.id.clone(),
         );
         let size = entry.size;
+        let message_id = message_id.to_owned();
         groups.spawn(async move {
             let per_destination = {
                 let mut map = context
@@ -508,6 +526,7 @@ async fn attempt_all(
             let _connection = Arc::clone(&context.connections).acquire_owned().await;
             let message = Message {
                 queue_id: &id,
+                message_id: &message_id,
                 path: &path,
                 reverse_path: &reverse_path,
                 size,
@@ -535,7 +554,7 @@ async fn attempt_all(
 
 /// Writes the attempts' results into the entry: delivered, failed, or pending with the next
 /// attempt on the retry schedule, failed as expired once `max_age` has passed.
-fn record(context: &Context, entry: &mut Entry, attempts: &[Attempt]) {
+fn record(context: &Context, entry: &mut Entry, attempts: &[Attempt], message_id: &str) {
     let now = now();
     let deadline = entry
         .arrived
@@ -575,10 +594,24 @@ fn record(context: &Context, entry: &mut Entry, attempts: &[Attempt]) {
                 recipient.next_attempt = now.saturating_add(wait).min(deadline.max(now + 1));
             }
         }
+        let outcome = match recipient.state {
+            RecipientState::Delivered => "delivered",
+            RecipientState::Failed => "bounced",
+            RecipientState::Pending => "deferred",
+        };
+        let from = if entry.reverse_path.is_empty() {
+            "<>"
+        } else {
+            entry.reverse_path.as_str()
+        };
         tracing::info!(
             queue_id = %entry.id,
+            message_id,
+            from,
+            size = entry.size,
             recipient = %recipient.address,
-            state = ?recipient.state,
+            outcome,
+            host = recipient.last_host.as_deref().unwrap_or("-"),
             attempts = recipient.attempts,
             delay_seconds = delay,
             reply = recipient.last_reply.as_deref().unwrap_or(""),
@@ -618,7 +651,7 @@ async fn maybe_delay_notice(context: &Arc<Context>, entry: &mut Entry, path: &Pa
 
 /// A finished entry: the bounce for its failed recipients (never for a null reverse-path),
 /// queued before the entry goes, then the entry removed.
-async fn finish(context: &Arc<Context>, entry: &Entry, path: &Path) {
+async fn finish(context: &Arc<Context>, entry: &Entry, path: &Path, message_id: &str) {
     let failed: Vec<usize> = entry
         .recipients
         .iter()
@@ -649,7 +682,7 @@ async fn finish(context: &Arc<Context>, entry: &Entry, path: &Path) {
     .await;
     match removed {
         Ok(Ok(())) | Ok(Err(QueueError::NotFound(_))) => {
-            tracing::info!(queue_id = %entry.id, "outbound: finished and removed");
+            tracing::info!(queue_id = %entry.id, message_id, "outbound: finished and removed");
         }
         Ok(Err(e)) => tracing::error!(queue_id = %entry.id, "cannot remove the queue entry: {e}"),
         Err(_) => {}

@@ -7,7 +7,8 @@
 //! `poll()` until it returns `None`; a `Request` event is answered with `answer(..)` before the
 //! core reads further input; `StartTls` asks the driver for the handshake, after which it
 //! calls `tls_started()`; `deadline()` says when to call `timeout(now)`. The [`session`]
-//! trait states that shape once, so one driver runs all three.
+//! trait states that shape once, so one driver runs all three. [`trace`] follows a
+//! connection's bytes for the protocol trace, with secrets hidden.
 
 pub mod auth;
 pub mod imap;
@@ -15,6 +16,7 @@ pub mod names;
 pub mod pop3;
 pub mod session;
 pub mod smtp;
+pub mod trace;
 
 /// One line taken from an [`InputBuffer`].
 #[derive(Debug, Clone, PartialEq, Eq)]

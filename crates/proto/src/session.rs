@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::{imap, pop3, smtp};
+use crate::{imap, pop3, smtp, trace};
 
 /// Why the server turns a connection away under its connection limits: refused before any
 /// session starts, or closed before the client logged in.
@@ -61,6 +61,9 @@ pub trait Session {
 
     /// The protocol's name, for the log.
     const PROTOCOL: &'static str;
+
+    /// What follows this protocol's conversation for a trace, hiding its secrets.
+    const TRACE: trace::Protocol;
 
     /// Appends the greeting to `out`.
     fn write_greeting(&self, out: &mut Vec<u8>);
@@ -127,6 +130,7 @@ impl Session for smtp::Session {
     type Response = smtp::Response;
     type AnswerError = smtp::AnswerError;
     const PROTOCOL: &'static str = "smtp";
+    const TRACE: trace::Protocol = trace::Protocol::Smtp;
 
     fn write_greeting(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.greeting().to_bytes());
@@ -190,6 +194,7 @@ impl Session for pop3::Session {
     type Response = pop3::Response;
     type AnswerError = pop3::AnswerError;
     const PROTOCOL: &'static str = "pop3";
+    const TRACE: trace::Protocol = trace::Protocol::Pop3;
 
     fn write_greeting(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.greeting().to_bytes());
@@ -249,6 +254,7 @@ impl Session for imap::Session {
     type Response = imap::Response;
     type AnswerError = imap::AnswerError;
     const PROTOCOL: &'static str = "imap";
+    const TRACE: trace::Protocol = trace::Protocol::Imap;
 
     fn write_greeting(&self, out: &mut Vec<u8>) {
         self.greeting().write_to(out);

@@ -131,8 +131,15 @@ pub enum Command {
         #[command(subcommand)]
         command: AliasCommand,
     },
-    /// Run the mail server (SMTP, submission, POP3 and IMAP, with TLS) until Ctrl-C or SIGTERM.
-    Serve,
+    /// Run the mail server (SMTP, submission, POP3 and IMAP, with TLS) until Ctrl-C or SIGTERM;
+    /// SIGHUP reloads dirmail.toml and the TLS certificate.
+    Serve {
+        /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or a filter
+        /// (`dirmail_net=trace,info`). Before `RUST_LOG` and `[server] logging`. `debug`
+        /// includes protocol traces (passwords shown as ***).
+        #[arg(long, value_name = "LEVEL|FILTER")]
+        log_level: Option<String>,
+    },
     /// Write a commented dirmail.toml and create an empty store.
     Init {
         /// Overwrite an existing dirmail.toml (an existing store is kept as it is).

@@ -197,7 +197,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return code;
         }
     };
-    if matches!(cli.command, Command::Serve) {
+    if let Command::Serve { log_level } = &cli.command {
         if cli.json {
             // The server's output is a running log, not one answer: refuse rather than ignore.
             eprintln!(
@@ -206,7 +206,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 2;
         }
         return match Config::discover(cli.config.as_deref()) {
-            Ok(config) => dirmail_net::serve_main(config),
+            Ok(config) => dirmail_net::serve_main(config, log_level.as_deref()),
             Err(e) => {
                 eprintln!("dirmail: {e}");
                 2
@@ -299,7 +299,7 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         Command::Dkim { command } => dkim::run(&ctx, command),
         Command::Alias { command } => alias::run(&mut ctx, command),
         // Both are handled before a store is opened for an administrative command.
-        Command::Init { .. } | Command::Serve => Err(AdminError::Usage(
+        Command::Init { .. } | Command::Serve { .. } => Err(AdminError::Usage(
             "init and serve do not run as administrative commands".into(),
         )),
     }

@@ -93,29 +93,40 @@ impl Server {
     /// Starts `dirmail serve` in `dir` and waits for its `ready` line; its log goes to the
     /// test's standard error.
     pub fn start(dir: &Path) -> Server {
-        Server::spawn(dir, None, &[], &[])
+        Server::spawn(dir, None, &[], &[], &[])
     }
 
     /// Like [`Server::start`], with the log kept in `dir/server.log` for [`Server::log`].
     pub fn start_logged(dir: &Path) -> Server {
-        Server::spawn(dir, Some(dir.join("server.log")), &[], &[])
+        Server::spawn(dir, Some(dir.join("server.log")), &[], &[], &[])
+    }
+
+    /// Like [`Server::start_logged`], with more arguments after `serve` and environment
+    /// variables (`RUST_LOG`).
+    pub fn start_logged_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let env: Vec<(&str, &std::ffi::OsStr)> = env
+            .iter()
+            .map(|(key, value)| (*key, std::ffi::OsStr::new(*value)))
+            .collect();
+        Server::spawn(dir, Some(dir.join("server.log")), &[], args, &env)
     }
 
     /// Like [`Server::start_logged`], started through `wrapper` (e.g. `prlimit --nofile=…`),
     /// which runs the server in its own process.
     pub fn start_logged_under(dir: &Path, wrapper: &[&str]) -> Server {
-        Server::spawn(dir, Some(dir.join("server.log")), wrapper, &[])
+        Server::spawn(dir, Some(dir.join("server.log")), wrapper, &[], &[])
     }
 
     /// Like [`Server::start_logged`], with `env` added to the server's environment.
     pub fn start_with_env(dir: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Server {
-        Server::spawn(dir, Some(dir.join("server.log")), &[], env)
+        Server::spawn(dir, Some(dir.join("server.log")), &[], &[], env)
     }
 
     fn spawn(
         dir: &Path,
         log: Option<PathBuf>,
         wrapper: &[&str],
+        args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Server {
         let stderr = match &log {
@@ -130,8 +141,11 @@ impl Server {
             }
             None => Command::new(env!("CARGO_BIN_EXE_dirmail")),
         };
+        // Whoever runs the tests may have a RUST_LOG, which `serve` would honour.
+        command.env_remove("RUST_LOG");
         let mut child = command
             .arg("serve")
+            .args(args)
             .current_dir(dir)
             .env_remove("DIRMAIL_CONFIG")
             .env_remove("NOTIFY_SOCKET")

@@ -36,6 +36,7 @@ mod imap_corners;
 mod imap_imaplib;
 mod input_budget;
 mod login_cache;
+mod logs;
 mod mail_secret;
 mod outbound;
 mod outbound_postfix;

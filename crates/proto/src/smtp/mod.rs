@@ -8,12 +8,14 @@
 //! - `session.rs`: the state machine.
 //! - `client.rs`: the other side, the sans-IO SMTP client that outbound delivery drives.
 //! - `dsn.rs`: delivery status notifications (bounces, RFC 3464).
+//! - `header.rs`: the Message-ID read from a header section, for the log.
 
 pub mod address;
 pub mod client;
 pub mod command;
 pub mod data;
 pub mod dsn;
+pub mod header;
 pub mod reply;
 pub mod session;
 #[cfg(test)]
@@ -26,5 +28,5 @@ pub use dsn::{Notice, Notification};
 pub use reply::{Reply, Status};
 pub use session::{
     AnswerError, Config, Delivery, Event, Listener, ReceivedHeader, Recipient, RecipientLookup,
-    Request, Response, Session, Target,
+    Request, Response, Session, Target, delivery_reply,
 };

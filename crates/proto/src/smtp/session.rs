@@ -159,6 +159,8 @@ pub struct ReceivedHeader {
     pub protocol: &'static str,
     /// The recipient, named only when there is exactly one.
     pub for_recipient: Option<String>,
+    /// The connection is encrypted (`protocol` says so only after EHLO), for the log.
+    pub tls: bool,
 }
 
 impl ReceivedHeader {
@@ -230,6 +232,17 @@ pub enum RecipientLookup {
     AliasLoop,
     NotLocal,
     TempFail,
+}
+
+/// The reply to the end of DATA for the driver's answer to [`Request::Deliver`]; the driver
+/// logs it beside each recipient's outcome.
+pub fn delivery_reply(response: &Response) -> Reply {
+    match response {
+        Response::Delivered => Reply::delivered(),
+        Response::QuotaExceeded => Reply::quota_exceeded(),
+        Response::DiskFull => Reply::disk_full(),
+        _ => Reply::delivery_temp_fail(),
+    }
 }
 
 /// `answer` was called when it should not have been; the session is unchanged.
@@ -848,17 +861,12 @@ impl Session {
                 [only] => Some(only.address.clone()),
                 _ => None,
             },
+            tls: self.tls,
         }
     }
 
     fn deliver_answer(&mut self, response: Response) {
-        let reply = match response {
-            Response::Delivered => Reply::delivered(),
-            Response::QuotaExceeded => Reply::quota_exceeded(),
-            Response::DiskFull => Reply::disk_full(),
-            _ => Reply::delivery_temp_fail(),
-        };
-        self.reply(reply);
+        self.reply(delivery_reply(&response));
     }
 
     /// The server is stopping: `421`, then close. The driver calls it only while the session
