@@ -21,8 +21,11 @@ use tokio_rustls::TlsAcceptor;
 use super::admission::{Admission, Refusal};
 use super::backend::Backend;
 use super::budget::InputBudget;
+use super::control::{self, ControlSocket};
 use super::driver::Accepted;
 use super::hub::Hub;
+use super::metrics::Metrics;
+use super::sessions::Sessions;
 use super::shared::{Service, Shared, stopped};
 use super::throttle::Throttle;
 use super::tls::{self, CertPaths};
@@ -174,11 +177,14 @@ pub fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, ServeError> {
 const GRACE: Duration = Duration::from_secs(30);
 
 /// Everything checked before the server says it is ready: the store, `[directory]` (R21),
-/// the TLS certificate, and the bound listeners.
+/// the TLS certificate, the control socket, and the bound listeners.
 pub struct Prepared {
     pub backend: Backend,
     pub tls: TlsAcceptor,
     pub listeners: Vec<Bound>,
+    /// The metrics page's listener, when `[metrics] listen` is set.
+    pub metrics: Option<TcpListener>,
+    pub control: ControlSocket,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -191,13 +197,32 @@ impl std::fmt::Debug for Prepared {
 
 pub async fn prepare(config: Arc<Config>) -> Result<Prepared, ServeError> {
     fit_open_files(&config)?;
+    // First of all: a second server on this store is refused before it opens the store, whose
+    // opening sweeps the spool and the queue of what a crash left (the first server's
+    // messages in flight, here), and before its listeners could say "address in use".
+    dirmail_store::private_dir(&config.store.data_dir)?;
+    let control = control::bind(&config.store.data_dir).map_err(ServeError::Start)?;
     let backend = Backend::open(Arc::clone(&config)).map_err(ServeError::Start)?;
     let tls = tls_acceptor(&config)?;
     let listeners = bind(&config).await?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    service: "metrics",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     Ok(Prepared {
         backend,
         tls,
         listeners,
+        metrics,
+        control,
     })
 }
 
@@ -211,7 +236,16 @@ pub async fn run(
         backend,
         tls,
         listeners,
+        metrics,
+        control: control_socket,
     } = prepared;
+    let mut bound_at: Vec<(&'static str, SocketAddr)> = listeners
+        .iter()
+        .filter_map(|b| Some((b.service.name(), b.listener.local_addr().ok()?)))
+        .collect();
+    if let Some(addr) = metrics.as_ref().and_then(|m| m.local_addr().ok()) {
+        bound_at.push(("metrics", addr));
+    }
     let backend = Arc::new(backend);
     let (stop_tx, stopping) = watch::channel(false);
     let (outbound, runner) = dirmail_outbound::runner::start(
@@ -232,7 +266,16 @@ pub async fn run(
         imap: Hub::default(),
         outbound,
         stopping,
+        sessions: Arc::new(Sessions::default()),
+        metrics: Metrics::new(listeners.iter().map(|b| b.service).collect()),
     });
+    let facts = Arc::new(control::Facts {
+        listeners: bound_at,
+    });
+    let control = tokio::spawn(control::serve(control_socket, Arc::clone(&shared), facts));
+    if let Some(listener) = metrics {
+        tokio::spawn(super::metrics::serve(listener, Arc::clone(&shared)));
+    }
     super::housekeeping::spawn_tmp_sweeper(config.store.mailroot.clone(), shared.stopping.clone());
     let admission = Admission::new(
         config.limits.socket_max,
@@ -265,6 +308,8 @@ pub async fn run(
         tracing::warn!("some sessions did not finish within {GRACE:?}; stopping anyway");
     }
     let _ = runner.await;
+    // Its socket file goes with it.
+    let _ = control.await;
     Ok(())
 }
 
@@ -303,6 +348,10 @@ async fn accept_loop(
         }
         let _ = tcp.set_nodelay(true);
         let ticket = admission.admit(peer.ip());
+        match ticket {
+            Ok(_) => shared.metrics.connection_accepted(bound.service),
+            Err(_) => shared.metrics.connection_refused(bound.service),
+        }
         let shared = Arc::clone(&shared);
         let alive = alive.clone();
         let service = bound.service;
@@ -322,12 +371,18 @@ async fn accept_loop(
 
 async fn handle(service: Service, accepted: Accepted, peer: SocketAddr, shared: Arc<Shared>) {
     tracing::debug!(service = service.name(), %peer, "connection");
+    // Listed for `dirmail status` until this returns, however the session ends.
+    let session = shared.sessions.register(service, peer);
     let result = match service {
         Service::Smtp | Service::Submission | Service::Smtps => {
-            super::smtp::serve(service, accepted, peer, shared).await
+            super::smtp::serve(service, accepted, peer, shared, session).await
         }
-        Service::Pop3 | Service::Pop3s => super::pop3::serve(service, accepted, peer, shared).await,
-        Service::Imap | Service::Imaps => super::imap::serve(service, accepted, peer, shared).await,
+        Service::Pop3 | Service::Pop3s => {
+            super::pop3::serve(service, accepted, peer, shared, session).await
+        }
+        Service::Imap | Service::Imaps => {
+            super::imap::serve(service, accepted, peer, shared, session).await
+        }
     };
     match result {
         // `Conn` gave up on a client that stopped reading, or on a TLS handshake.

@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::backend::{Backend, DeliveryOutcome, Destinations, RecipientVerdict, is_disk_full};
 use super::driver::{self, Accepted, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
+use super::sessions::Registration;
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::smtp::address::RcptAddress;
@@ -47,6 +48,7 @@ pub async fn serve(
     accepted: Accepted,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    registration: Registration,
 ) -> std::io::Result<()> {
     let conn = driver::connect(service, accepted, &shared).await?;
     let mut config = session_config(&shared, service, peer);
@@ -59,6 +61,7 @@ pub async fn serve(
     let mut handler = Smtp {
         shared: Arc::clone(&shared),
         peer,
+        session: registration,
         locals: HashMap::new(),
         spool: None,
     };
@@ -69,6 +72,8 @@ pub async fn serve(
 struct Smtp {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// This session's place in the list `dirmail status` shows.
+    session: Registration,
     /// Accepted local recipients of the current transaction, by the key the core carries: a
     /// mailbox's id, or `alias:` and the address for what an alias expands to (R28).
     locals: HashMap<String, Destinations>,
@@ -81,7 +86,7 @@ impl Handler<Session> for Smtp {
         let (shared, peer) = (&self.shared, self.peer);
         match request {
             Request::Authenticate(credentials) => {
-                match log_in(shared, peer, LoginService::Smtp, credentials).await {
+                match log_in(shared, peer, &self.session, LoginService::Smtp, credentials).await {
                     LoginAnswer::Accepted(mailbox) => {
                         tracing::info!(%peer, user = %mailbox.address, "smtp login");
                         Response::AuthOk {
@@ -167,16 +172,22 @@ async fn check_recipient(
         }
         Ok(Ok(RecipientVerdict::AliasLoop(why))) => {
             tracing::warn!(%peer, address = %address.as_written(), "refused: {why} (R28)");
+            shared.metrics.recipient_refused("alias_loop");
             Response::AliasLoop
         }
-        Ok(Ok(RecipientVerdict::LocalUnknown)) => Response::LocalUnknown,
+        Ok(Ok(RecipientVerdict::LocalUnknown)) => {
+            shared.metrics.recipient_refused("unknown");
+            Response::LocalUnknown
+        }
         Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
         Ok(Err(e)) => {
             tracing::error!(%peer, "recipient lookup failed: {e}");
+            shared.metrics.recipient_refused("lookup_failed");
             Response::TempFail
         }
         Err(e) => {
             tracing::error!(%peer, "recipient lookup panicked: {e}");
+            shared.metrics.recipient_refused("lookup_failed");
             Response::TempFail
         }
     }
@@ -325,6 +336,7 @@ async fn deliver(
         }
     }
     locals.clear();
+    let local_copies = targets.len();
     let backend = Arc::clone(&shared.backend);
     let Delivery {
         envelope_from,
@@ -344,6 +356,7 @@ async fn deliver(
             if let Some(entry) = &queued {
                 tracing::info!(%peer, queue_id = %entry.id, from = %envelope_from, recipients = entry.recipients.len(), size, "queued for outbound delivery");
                 shared.outbound.queued(entry);
+                shared.metrics.queued();
             }
             (Ok(outcome), size)
         }
@@ -352,22 +365,28 @@ async fn deliver(
     match outcome {
         Ok(DeliveryOutcome::Delivered) => {
             tracing::info!(%peer, from = %envelope_from, recipients = recipients.len(), size, "delivered");
+            shared.metrics.message_received(size);
+            shared.metrics.delivered_locally(local_copies);
             Response::Delivered
         }
         Ok(DeliveryOutcome::QuotaExceeded(who)) => {
             tracing::info!(%peer, mailbox = %who, size, "refused: over quota (R15)");
+            shared.metrics.message_refused("over_quota");
             Response::QuotaExceeded
         }
         Ok(DeliveryOutcome::DiskFull) => {
             tracing::error!(%peer, "delivery failed: the disk is full");
+            shared.metrics.message_refused("disk_full");
             Response::DiskFull
         }
         Ok(DeliveryOutcome::Failed(e)) => {
             tracing::error!(%peer, "delivery failed: {e}");
+            shared.metrics.message_refused("failed");
             Response::TempFail
         }
         Err(e) => {
             tracing::error!(%peer, "delivery panicked: {e}");
+            shared.metrics.message_refused("failed");
             Response::TempFail
         }
     }

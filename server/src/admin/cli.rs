@@ -131,6 +131,10 @@ pub enum Command {
     },
     /// Run the mail server (SMTP, submission, POP3, with TLS) until Ctrl-C or SIGTERM.
     Serve,
+    /// Ask the running server of this store: uptime, listeners, the sessions open now (client
+    /// address, user, age) and the outbound queue. Asks over <data_dir>/control.sock; exit 1
+    /// when no server runs.
+    Status,
     /// Write a commented dirmail.toml and create an empty store.
     Init {
         /// Overwrite an existing dirmail.toml.
@@ -293,6 +297,7 @@ const VERBS: &[&str] = &[
     "alias",
     "init",
     "serve",
+    "status",
 ];
 
 /// Rewrites winpop spellings into the modern ones. Only the switches winpop knows are touched,
