@@ -22,6 +22,8 @@ use super::shared::{Shared, stopped};
 
 /// The socket's name in the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
+/// The longest path a Unix socket address holds (`sun_path`, 108 bytes on Linux, with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 /// The longest request line read.
 const MAX_REQUEST: u64 = 4 * 1024;
 /// How long one exchange may take.
@@ -46,10 +48,18 @@ impl Drop for ControlSocket {
 }
 
 /// Makes the control socket in `data_dir` (mode 0600), replacing one left by a server that is
-/// gone. Must run inside the tokio runtime.
-pub fn bind(data_dir: &Path) -> Result<ControlSocket, String> {
+/// gone. Must run inside the tokio runtime. `None` when the store's path is too long for a
+/// socket address: the server runs without one (logged), rather than not at all.
+pub fn bind(data_dir: &Path) -> Result<Option<ControlSocket>, String> {
     use std::os::unix::fs::PermissionsExt;
     let path = socket_path(data_dir);
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        tracing::warn!(
+            path = %path.display(),
+            "the store's path is too long for a control socket ({MAX_SOCKET_PATH} bytes at most): `dirmail status` cannot reach this server, and a second server on this store is not detected"
+        );
+        return Ok(None);
+    }
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(format!(
             "another dirmail server is running on this store (it answers on {}); stop it first",
@@ -76,7 +86,7 @@ pub fn bind(data_dir: &Path) -> Result<ControlSocket, String> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(cannot)?;
     std_listener.set_nonblocking(true).map_err(cannot)?;
     let listener = UnixListener::from_std(std_listener).map_err(cannot)?;
-    Ok(ControlSocket { listener, path })
+    Ok(Some(ControlSocket { listener, path }))
 }
 
 /// What `status` reports besides the live state: the listeners as bound.

@@ -184,7 +184,8 @@ pub struct Prepared {
     pub listeners: Vec<Bound>,
     /// The metrics page's listener, when `[metrics] listen` is set.
     pub metrics: Option<TcpListener>,
-    pub control: ControlSocket,
+    /// `None` only when the store's path is too long for a socket address.
+    pub control: Option<ControlSocket>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -272,7 +273,8 @@ pub async fn run(
     let facts = Arc::new(control::Facts {
         listeners: bound_at,
     });
-    let control = tokio::spawn(control::serve(control_socket, Arc::clone(&shared), facts));
+    let control = control_socket
+        .map(|socket| tokio::spawn(control::serve(socket, Arc::clone(&shared), facts)));
     if let Some(listener) = metrics {
         tokio::spawn(super::metrics::serve(listener, Arc::clone(&shared)));
     }
@@ -309,7 +311,9 @@ pub async fn run(
     }
     let _ = runner.await;
     // Its socket file goes with it.
-    let _ = control.await;
+    if let Some(control) = control {
+        let _ = control.await;
+    }
     Ok(())
 }
 

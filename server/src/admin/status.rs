@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{AdminError, Outcome};
 use dirmail_config::Config;
-use dirmail_net::control::socket_path;
+use dirmail_net::control::{MAX_SOCKET_PATH, socket_path};
 
 /// How long the server may take to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(15);
@@ -42,6 +42,12 @@ fn ask(config: &Config) -> Result<Value, AdminError> {
     let path = socket_path(&config.store.data_dir);
     // Said in full, so the administrator knows which store was asked about.
     let path = std::path::absolute(&path).unwrap_or(path);
+    if socket_path(&config.store.data_dir).as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(AdminError::Failed(format!(
+            "the store's path is too long for a control socket ({} is over {MAX_SOCKET_PATH} bytes); a server on this store runs without one",
+            path.display()
+        )));
+    }
     let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => AdminError::Failed(format!(
             "no dirmail server is running for this store (no control socket at {})",

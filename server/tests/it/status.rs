@@ -192,3 +192,27 @@ fn a_second_server_on_the_store_refuses_and_status_without_a_server_exits_1() {
         "{error}"
     );
 }
+
+#[test]
+fn a_store_path_too_long_for_a_socket_serves_without_one_and_status_says_why() {
+    let scratch = crate::common::Scratch::new();
+    let data_dir = "d".repeat(120);
+    scratch.config(&format!(
+        "[store]\ndata_dir = \"{data_dir}\"\n[server]\nhostname = \"mail.example.jp\"\n\
+         [smtp]\nport = 0\nsubmission_port = false\nsmtps_port = false\n\
+         [pop3]\nport = false\npop3s_port = false\n[imap]\nport = false\nimaps_port = false\n"
+    ));
+    let server = crate::common::Server::start_logged(scratch.path());
+    assert!(
+        server.log().contains("too long for a control socket"),
+        "{}",
+        server.log()
+    );
+    let out = scratch.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the store's path is too long for a control socket"),
+        "{stderr}"
+    );
+}
