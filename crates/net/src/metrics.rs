@@ -277,6 +277,19 @@ impl Metrics {
             &timing::hash_gate_waits().snapshot(),
         );
 
+        page.family(
+            "dirmail_outbound_attempts_total",
+            "counter",
+            "Outbound delivery attempts per recipient, by result: delivered, deferred to a later attempt, failed (refused for good or expired).",
+        );
+        for (result, count) in dirmail_outbound::counts::attempts() {
+            page.sample(
+                "dirmail_outbound_attempts_total",
+                &[("result", result.label())],
+                count,
+            );
+        }
+
         if let Some(queue) = queue {
             page.family(
                 "dirmail_queue_messages",

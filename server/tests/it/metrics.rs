@@ -267,6 +267,13 @@ fn the_metrics_page_counts_the_logins_and_messages_real_clients_made() {
         stored as f64,
         "the octets received are the octets stored"
     );
+    // Nothing left for another server: no outbound attempt of any result.
+    for result in ["delivered", "deferred", "failed"] {
+        assert_eq!(
+            scrape.value("dirmail_outbound_attempts_total", &[("result", result)]),
+            0.0
+        );
+    }
     assert_eq!(scrape.value("dirmail_queue_messages", &[]), 0.0);
     assert_eq!(
         scrape.value("dirmail_queue_recipients", &[("state", "due")]),
