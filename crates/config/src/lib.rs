@@ -39,6 +39,16 @@ pub struct Config {
     pub directory: Option<DirectoryConfig>,
     /// `[auth]`: the login cache (docs/spec.md, "The login cache").
     pub auth: AuthConfig,
+    /// `[metrics]`: the Prometheus page of a running server.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where a running server serves its Prometheus metrics page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsConfig {
+    /// `listen`: the address of `GET /metrics` (port 0: the system chooses, printed at start).
+    /// `None`: no metrics listener.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[auth]`: the verified-credential cache, typed and bounded at load.
@@ -375,7 +385,31 @@ struct RawConfig {
     queue: RawQueue,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    metrics: RawMetrics,
     directory: Option<RawDirectory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+impl RawMetrics {
+    fn check(self) -> Result<MetricsConfig, String> {
+        let Some(text) = self.listen else {
+            return Ok(MetricsConfig::default());
+        };
+        let listen = text.trim().parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "metrics.listen: {text:?} is not an address and port such as \"127.0.0.1:9187\" (IPv6: \"[::1]:9187\")"
+            )
+        })?;
+        Ok(MetricsConfig {
+            listen: Some(listen),
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1068,6 +1102,7 @@ impl Config {
         let outbound = raw.outbound.check().map_err(&invalid)?;
         let queue = raw.queue.check().map_err(&invalid)?;
         let auth = raw.auth.check().map_err(&invalid)?;
+        let metrics = raw.metrics.check().map_err(&invalid)?;
         if let Some(dir) = &raw.directory {
             // R21 is refused here, at start, before anything could bind.
             dirmail_rules::r21_encrypted_transport(&dir.url).map_err(|r| invalid(r.message))?;
@@ -1096,6 +1131,7 @@ impl Config {
             outbound,
             queue,
             auth,
+            metrics,
             directory: raw
                 .directory
                 .map(|d| d.check(base))
@@ -1389,6 +1425,13 @@ cache_size = 10000
 # "5m"). Failed logins still count for the throttle, and the right password is never refused.
 negative_ttl = "30s"
 
+[metrics]
+# A Prometheus metrics page (text format 0.0.4) at http://<listen>/metrics: connections,
+# sessions, logins by outcome and reason, messages, directory and login latencies, the
+# outbound queue. Off unless listen is set. It has no password: keep it on loopback or a
+# network only the monitoring system reaches. Port 0 lets the system choose (printed at start).
+# listen = "127.0.0.1:9187"
+
 # Active Directory (docs/spec.md §9). Needed for `set authentication ad` and `migratetoad`.
 # [directory]
 # url = "ldaps://dc1.example.jp"
@@ -1456,8 +1499,37 @@ mod tests {
         "[auth]\ncache_ttl = \"1h\"\ncache_size = 10000\nnegative_ttl = \"30s\"\n";
 
     #[test]
+    fn metrics_listen_is_an_address_or_absent() {
+        let parse = |text: &str| Config::parse(text, Path::new("/x/dirmail.toml"));
+        assert_eq!(parse("").unwrap().metrics.listen, None);
+        assert_eq!(
+            parse("[metrics]\nlisten = \"127.0.0.1:9187\"\n")
+                .unwrap()
+                .metrics
+                .listen,
+            Some("127.0.0.1:9187".parse().unwrap())
+        );
+        assert_eq!(
+            parse("[metrics]\nlisten = \"[::1]:0\"\n")
+                .unwrap()
+                .metrics
+                .listen,
+            Some("[::1]:0".parse().unwrap())
+        );
+        for (text, says) in [
+            ("[metrics]\nlisten = \"9187\"\n", "metrics.listen"),
+            ("[metrics]\nlisten = \"localhost:9187\"\n", "metrics.listen"),
+            ("[metrics]\nport = 9187\n", "unknown field"),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn template_parses() {
         let c = Config::parse(TEMPLATE, Path::new("/etc/dirmail/dirmail.toml")).unwrap();
+        assert_eq!(c.metrics.listen, None);
         assert_eq!(c.auth, DEFAULT_AUTH);
         assert_eq!(c.store.data_dir, Path::new("/etc/dirmail/dirmail-data"));
         assert_eq!(

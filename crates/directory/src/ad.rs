@@ -204,8 +204,24 @@ impl AdDirectory {
         }
     }
 
-    /// Runs `op` on a kept connection when there is one, else on new ones under R24.
+    /// Runs `op` on a kept connection when there is one, else on new ones under R24; how long
+    /// it took, retries included, goes to the purpose's histogram ([`crate::timing`]).
     fn with_retries_on<T>(
+        &self,
+        purpose: Purpose,
+        op: impl FnMut(&mut LdapConn) -> Result<T, LdapError>,
+    ) -> Result<T, AdError> {
+        let started = Instant::now();
+        let result = self.with_retries_untimed(purpose, op);
+        let histogram = match purpose {
+            Purpose::Lookup => crate::timing::ad_lookups(),
+            Purpose::UserBind => crate::timing::ad_binds(),
+        };
+        histogram.observe(started.elapsed());
+        result
+    }
+
+    fn with_retries_untimed<T>(
         &self,
         purpose: Purpose,
         mut op: impl FnMut(&mut LdapConn) -> Result<T, LdapError>,

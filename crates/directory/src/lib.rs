@@ -9,6 +9,7 @@ pub mod local;
 pub mod login;
 pub mod passwd_file;
 pub mod password;
+pub mod timing;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,25 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
+    /// A short, stable name for the metrics page's `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::UnknownUser => "unknown_user",
+            RefusalReason::AmbiguousBareName => "ambiguous_bare_name",
+            RefusalReason::NoAccount => "no_account",
+            RefusalReason::BadPassword => "bad_password",
+            RefusalReason::NotInMailGroup => "not_in_mail_group",
+            RefusalReason::Disabled => "disabled",
+            RefusalReason::NoMailSecret => "no_mail_secret",
+            RefusalReason::SpaRequired => "spa_required",
+            RefusalReason::OtherIdentity => "other_identity",
+            RefusalReason::LockedOut => "locked_out",
+            RefusalReason::PasswordExpired => "password_expired",
+            RefusalReason::MustChangePassword => "must_change_password",
+            RefusalReason::AccountExpired => "account_expired",
+        }
+    }
+
     /// R27: the words the log uses.
     pub fn describe(self) -> &'static str {
         match self {

@@ -146,6 +146,7 @@ fn gate() -> &'static HashingGate {
 
 impl HashingGate {
     fn enter(&self) -> Turn<'_> {
+        let asked = std::time::Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = state.issued;
         state.issued += 1;
@@ -154,6 +155,8 @@ impl HashingGate {
             state = self.turn.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         let memory = state.spare.pop().unwrap_or_default();
+        drop(state);
+        crate::timing::hash_gate_waits().observe(asked.elapsed());
         Turn { gate: self, memory }
     }
 }

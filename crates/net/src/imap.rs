@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use super::driver::{self, Accepted, Handler};
 use super::hub::{self, Change};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls};
+use super::sessions::Registration;
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::auth::Credentials;
@@ -33,6 +34,8 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 /// What IMAP keeps beside the core.
 struct State {
     id: u64,
+    /// This session's place in the list `dirmail status` shows.
+    session: Registration,
     mailbox: Option<MailboxRow>,
     store: Option<Mailstore>,
     /// The selected folder, as last scanned.
@@ -49,6 +52,7 @@ pub async fn serve(
     accepted: Accepted,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    registration: Registration,
 ) -> std::io::Result<()> {
     let conn = driver::connect(service, accepted, &shared).await?;
     let mut config = SessionConfig::new(shared.config.server.hostname.clone());
@@ -64,6 +68,7 @@ pub async fn serve(
         peer,
         state: State {
             id: hub::session_id(),
+            session: registration,
             mailbox: None,
             store: None,
             folder: None,
@@ -446,7 +451,15 @@ async fn authenticate(
     credentials: Credentials,
     state: &mut State,
 ) -> Response {
-    let mailbox = match log_in(shared, peer, LoginService::Imap, credentials).await {
+    let mailbox = match log_in(
+        shared,
+        peer,
+        &state.session,
+        LoginService::Imap,
+        credentials,
+    )
+    .await
+    {
         LoginAnswer::Accepted(mailbox) => mailbox,
         LoginAnswer::Locked => return Response::Locked,
         LoginAnswer::BadCredentials => return Response::BadCredentials,

@@ -6,6 +6,8 @@
 //! decision, logged and throttled), `backend` (blocking answers from the store), `hub`
 //! (news between IMAP sessions), `shared` (what every connection shares), `conn` (a socket
 //! that may turn TLS, with write timeouts), `admission`, `budget` (the input memory of all sessions), `throttle` and `tls`; `housekeeping` (sweeps on a clock). Beside the
+//! sessions: `sessions` (who is connected, for `dirmail status`), `metrics` (the counters and
+//! the Prometheus page) and `control` (the control socket `dirmail status` asks). Beside the
 //! server: `reload` (SIGHUP: the settings read again), `privileges` (the service user) and
 //! `notify` (systemd's readiness messages). Nothing below reaches up, and no protocol text is
 //! written here: the cores own their replies.
@@ -14,16 +16,19 @@ pub mod admission;
 pub mod backend;
 pub mod budget;
 pub mod conn;
+pub mod control;
 pub mod driver;
 pub mod housekeeping;
 pub mod hub;
 pub mod imap;
 pub mod login;
+pub mod metrics;
 pub mod notify;
 pub mod pop3;
 pub mod privileges;
 pub mod reload;
 pub mod server;
+pub mod sessions;
 pub mod shared;
 pub mod smtp;
 pub mod throttle;
@@ -84,6 +89,9 @@ pub fn serve_main(config: Config, log_level: Option<&str>) -> i32 {
             if let Ok(addr) = b.listener.local_addr() {
                 println!("  {:<11} {addr}", b.service.name());
             }
+        }
+        if let Some(addr) = prepared.metrics.as_ref().and_then(|m| m.local_addr().ok()) {
+            println!("  {:<11} {addr}", "metrics");
         }
         println!("ready (Ctrl-C stops)");
         notify::notify(notify::State::Ready);

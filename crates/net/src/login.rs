@@ -13,6 +13,8 @@ use dirmail_directory::login::{LoginError, Service};
 use dirmail_proto::auth::Credentials;
 use dirmail_store::MailboxRow;
 
+use super::metrics::LoginOutcome;
+use super::sessions::Registration;
 use super::shared::{Shared, stopped};
 
 /// A login as a driver answers it; each protocol says these in its own words.
@@ -30,10 +32,12 @@ pub enum LoginAnswer {
 /// Decides a login for `service` and logs how it went. Every protocol's login comes here, so
 /// the throttle sees them all: the attempt first waits its turn (its address's and, if that
 /// address has failed, its account's), then the password is checked; a refusal is logged with
-/// that turn (`queued_ms`) and is answered after its address's delay (`delay_ms`).
+/// that turn (`queued_ms`) and is answered after its address's delay (`delay_ms`). The outcome
+/// is counted for the metrics page, and a session that logged in is listed with its user.
 pub async fn log_in(
     shared: &Shared,
     peer: SocketAddr,
+    session: &Registration,
     service: Service,
     credentials: Credentials,
 ) -> LoginAnswer {
@@ -53,10 +57,21 @@ pub async fn log_in(
     };
     let queued_ms = millis(attempt.queued());
     let backend = std::sync::Arc::clone(&shared.backend);
+    let deciding = Instant::now();
     let decided = tokio::task::spawn_blocking(move || backend.log_in(service, &credentials)).await;
+    let outcome = match &decided {
+        Ok(Ok(_)) => LoginOutcome::Accepted,
+        Ok(Err(LoginError::Locked { .. })) => LoginOutcome::Locked,
+        Ok(Err(LoginError::Refused(reason))) => LoginOutcome::Refused(reason.label()),
+        Ok(Err(LoginError::Unavailable(_) | LoginError::Failed(_))) | Err(_) => {
+            LoginOutcome::Unavailable
+        }
+    };
+    shared.metrics.login(protocol, outcome, deciding.elapsed());
     match decided {
         Ok(Ok(mailbox)) => {
             attempt.succeeded();
+            session.logged_in(&mailbox.address.to_string());
             LoginAnswer::Accepted(mailbox)
         }
         Ok(Err(LoginError::Locked { mailbox, rule })) => {

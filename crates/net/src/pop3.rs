@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::backend::Pop3Hold;
 use super::driver::{self, Accepted, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
+use super::sessions::Registration;
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::pop3::session::{
@@ -30,6 +31,7 @@ pub async fn serve(
     accepted: Accepted,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    registration: Registration,
 ) -> std::io::Result<()> {
     let conn = driver::connect(service, accepted, &shared).await?;
     let (spa_required, any_secrets) = {
@@ -56,6 +58,7 @@ pub async fn serve(
     let mut handler = Pop3 {
         shared: Arc::clone(&shared),
         peer,
+        session: registration,
         drop: Maildrop::default(),
     };
     driver::run(conn, session, &mut handler, &shared, peer).await
@@ -64,24 +67,34 @@ pub async fn serve(
 struct Pop3 {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// This session's place in the list `dirmail status` shows.
+    session: Registration,
     drop: Maildrop,
 }
 
 impl Handler<Session> for Pop3 {
     async fn answer(&mut self, request: Request) -> Response {
-        answer(&self.shared, self.peer, request, &mut self.drop).await
+        answer(
+            &self.shared,
+            self.peer,
+            &self.session,
+            request,
+            &mut self.drop,
+        )
+        .await
     }
 }
 
 async fn answer(
     shared: &Arc<Shared>,
     peer: SocketAddr,
+    session: &Registration,
     request: Request,
     state: &mut Maildrop,
 ) -> Response {
     match request {
         Request::Authenticate(credentials) => {
-            match log_in(shared, peer, LoginService::Pop3, credentials).await {
+            match log_in(shared, peer, session, LoginService::Pop3, credentials).await {
                 LoginAnswer::Accepted(mailbox) => {
                     let key = mailbox.id.to_string();
                     state.mailbox = Some(mailbox);

@@ -24,11 +24,14 @@ use tokio_rustls::TlsAcceptor;
 use super::admission::{Admission, Refusal};
 use super::backend::Backend;
 use super::budget::InputBudget;
+use super::control::{self, ControlSocket};
 use super::driver::Accepted;
 use super::hub::Hub;
+use super::metrics::Metrics;
 use super::notify::{self, State};
 use super::privileges::{self, PrivilegeError};
 use super::reload;
+use super::sessions::Sessions;
 use super::shared::{Service, Shared, stopped};
 use super::throttle::Throttle;
 use super::tls;
@@ -169,11 +172,15 @@ pub fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, ServeError> {
 const GRACE: Duration = Duration::from_secs(30);
 
 /// Everything checked before the server says it is ready: the bound listeners, the service
-/// user, the store, `[directory]` (R21) and the TLS certificate.
+/// user, the control socket, the store, `[directory]` (R21) and the TLS certificate.
 pub struct Prepared {
     pub backend: Backend,
     pub tls: TlsAcceptor,
     pub listeners: Vec<Bound>,
+    /// The metrics page's listener, when `[metrics] listen` is set.
+    pub metrics: Option<TcpListener>,
+    /// `None` only when the store's path is too long for a socket address.
+    pub control: Option<ControlSocket>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -191,16 +198,36 @@ pub async fn prepare(config: Arc<Config>) -> Result<Prepared, ServeError> {
     fit_open_files(&config)?;
     let user = privileges::service_user(&config)?;
     let listeners = bind(&config).await?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    service: "metrics",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     privileges::become_user(user.as_ref())?;
     if let Some(user) = &user {
         privileges::check_access(&config, user)?;
     }
+    // Before the store is opened: a second server on this store is refused here, since opening
+    // the store sweeps the spool and the queue of what a crash left (the first server's
+    // messages in flight, here). After the privilege drop, so the socket is the service user's
+    // and `dirmail status` run as that user can connect.
+    dirmail_store::private_dir(&config.store.data_dir)?;
+    let control = control::bind(&config.store.data_dir).map_err(ServeError::Start)?;
     let backend = Backend::open(Arc::clone(&config)).map_err(ServeError::Start)?;
     let tls = tls_acceptor(&config)?;
     Ok(Prepared {
         backend,
         tls,
         listeners,
+        metrics,
+        control,
     })
 }
 
@@ -216,7 +243,16 @@ pub async fn run(
         backend,
         tls,
         listeners,
+        metrics,
+        control: control_socket,
     } = prepared;
+    let mut bound_at: Vec<(&'static str, SocketAddr)> = listeners
+        .iter()
+        .filter_map(|b| Some((b.service.name(), b.listener.local_addr().ok()?)))
+        .collect();
+    if let Some(addr) = metrics.as_ref().and_then(|m| m.local_addr().ok()) {
+        bound_at.push(("metrics", addr));
+    }
     let backend = Arc::new(backend);
     let (stop_tx, stopping) = watch::channel(false);
     let (outbound, runner) = dirmail_outbound::runner::start(
@@ -237,7 +273,19 @@ pub async fn run(
         imap: Arc::new(Hub::default()),
         outbound,
         stopping,
+        sessions: Arc::new(Sessions::default()),
+        metrics: Arc::new(Metrics::new(
+            listeners.iter().map(|b| b.service).collect(),
+        )),
     });
+    let facts = Arc::new(control::Facts {
+        listeners: bound_at,
+    });
+    let control = control_socket
+        .map(|socket| tokio::spawn(control::serve(socket, Arc::clone(&shared), facts)));
+    if let Some(listener) = metrics {
+        tokio::spawn(super::metrics::serve(listener, Arc::clone(&shared)));
+    }
     super::housekeeping::spawn_tmp_sweeper(config.store.mailroot.clone(), shared.stopping.clone());
     let stopping = shared.stopping.clone();
     // What new connections get; a reload replaces it.
@@ -287,6 +335,10 @@ pub async fn run(
         tracing::warn!("some sessions did not finish within {GRACE:?}; stopping anyway");
     }
     let _ = runner.await;
+    // Its socket file goes with it.
+    if let Some(control) = control {
+        let _ = control.await;
+    }
     Ok(())
 }
 
@@ -367,6 +419,10 @@ async fn accept_loop(
         let ticket = admission.admit(peer.ip());
         // The settings in force now stay this connection's to its end.
         let shared = Arc::clone(&current.borrow());
+        match ticket {
+            Ok(_) => shared.metrics.connection_accepted(bound.service),
+            Err(_) => shared.metrics.connection_refused(bound.service),
+        }
         let alive = alive.clone();
         let service = bound.service;
         tokio::spawn(async move {
@@ -385,12 +441,18 @@ async fn accept_loop(
 
 async fn handle(service: Service, accepted: Accepted, peer: SocketAddr, shared: Arc<Shared>) {
     tracing::debug!(service = service.name(), %peer, "connection");
+    // Listed for `dirmail status` until this returns, however the session ends.
+    let session = shared.sessions.register(service, peer);
     let result = match service {
         Service::Smtp | Service::Submission | Service::Smtps => {
-            super::smtp::serve(service, accepted, peer, shared).await
+            super::smtp::serve(service, accepted, peer, shared, session).await
         }
-        Service::Pop3 | Service::Pop3s => super::pop3::serve(service, accepted, peer, shared).await,
-        Service::Imap | Service::Imaps => super::imap::serve(service, accepted, peer, shared).await,
+        Service::Pop3 | Service::Pop3s => {
+            super::pop3::serve(service, accepted, peer, shared, session).await
+        }
+        Service::Imap | Service::Imaps => {
+            super::imap::serve(service, accepted, peer, shared, session).await
+        }
     };
     match result {
         // `Conn` gave up on a client that stopped reading, or on a TLS handshake.

@@ -13,6 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use super::backend::Backend;
 use super::budget::InputBudget;
 use super::hub::Hub;
+use super::metrics::Metrics;
+use super::sessions::Sessions;
 use super::throttle::Throttle;
 use dirmail_config::Config;
 
@@ -35,6 +37,31 @@ pub enum Service {
 }
 
 impl Service {
+    /// Every listener kind, in the order the server prints them.
+    pub const ALL: [Service; 7] = [
+        Service::Smtp,
+        Service::Submission,
+        Service::Smtps,
+        Service::Pop3,
+        Service::Pop3s,
+        Service::Imap,
+        Service::Imaps,
+    ];
+
+    /// The protocol spoken, whatever the port: `smtp`, `pop3` or `imap`.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Service::Smtp | Service::Submission | Service::Smtps => "smtp",
+            Service::Pop3 | Service::Pop3s => "pop3",
+            Service::Imap | Service::Imaps => "imap",
+        }
+    }
+
+    /// Its place in [`Service::ALL`], for counters kept per listener.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Service::Smtp => "smtp",
@@ -68,6 +95,10 @@ pub struct Shared {
     pub outbound: dirmail_outbound::QueueHandle,
     /// Becomes `true` when the server is stopping.
     pub stopping: watch::Receiver<bool>,
+    /// The sessions open now, for `dirmail status` and the metrics page.
+    pub sessions: Arc<Sessions>,
+    /// The counters of the metrics page, kept whether or not it is served (a few atomics).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -82,6 +113,8 @@ impl Shared {
             imap: Arc::clone(&self.imap),
             outbound: self.outbound.clone(),
             stopping: self.stopping.clone(),
+            sessions: Arc::clone(&self.sessions),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }

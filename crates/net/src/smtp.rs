@@ -19,6 +19,7 @@ use std::time::Instant;
 use super::backend::{Backend, DeliveryOutcome, Destinations, RecipientVerdict, is_disk_full};
 use super::driver::{self, Accepted, Handler};
 use super::login::{LoginAnswer, log_in, plaintext_allowed_before_tls, unique_challenge};
+use super::sessions::Registration;
 use super::shared::{Service, Shared};
 use dirmail_directory::login::Service as LoginService;
 use dirmail_proto::smtp::address::RcptAddress;
@@ -56,6 +57,7 @@ pub async fn serve(
     accepted: Accepted,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    registration: Registration,
 ) -> std::io::Result<()> {
     let conn = driver::connect(service, accepted, &shared).await?;
     let mut config = session_config(&shared, service, peer);
@@ -68,6 +70,7 @@ pub async fn serve(
     let mut handler = Smtp {
         shared: Arc::clone(&shared),
         peer,
+        session: registration,
         locals: HashMap::new(),
         spool: None,
         identity: None,
@@ -80,6 +83,8 @@ pub async fn serve(
 struct Smtp {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// This session's place in the list `dirmail status` shows.
+    session: Registration,
     /// Accepted local recipients of the current transaction, by the key the core carries: a
     /// mailbox's id, or `alias:` and the address for what an alias expands to (R28).
     locals: HashMap<String, Destinations>,
@@ -113,7 +118,7 @@ impl Handler<Session> for Smtp {
         let (shared, peer) = (&self.shared, self.peer);
         match request {
             Request::Authenticate(credentials) => {
-                match log_in(shared, peer, LoginService::Smtp, credentials).await {
+                match log_in(shared, peer, &self.session, LoginService::Smtp, credentials).await {
                     LoginAnswer::Accepted(mailbox) => {
                         tracing::info!(%peer, user = %mailbox.address, "smtp login");
                         self.identity = Some(mailbox.address.to_string());
@@ -220,20 +225,24 @@ async fn check_recipient(
             tracing::warn!(%peer, address = %address.as_written(), "refused: {why} (R28)");
             let reply = Reply::alias_loop().to_string();
             tracing::info!(%peer, recipient = %address.as_written(), outcome = "refused", reply = reply.trim_end(), "recipient");
+            shared.metrics.recipient_refused("alias_loop");
             Response::AliasLoop
         }
         Ok(Ok(RecipientVerdict::LocalUnknown)) => {
             let reply = Reply::no_such_mailbox().to_string();
             tracing::info!(%peer, recipient = %address.as_written(), outcome = "refused", reply = reply.trim_end(), "recipient");
+            shared.metrics.recipient_refused("unknown");
             Response::LocalUnknown
         }
         Ok(Ok(RecipientVerdict::NotLocal)) => Response::NotLocal,
         Ok(Err(e)) => {
             tracing::error!(%peer, "recipient lookup failed: {e}");
+            shared.metrics.recipient_refused("lookup_failed");
             Response::TempFail
         }
         Err(e) => {
             tracing::error!(%peer, "recipient lookup panicked: {e}");
+            shared.metrics.recipient_refused("lookup_failed");
             Response::TempFail
         }
     }
@@ -420,6 +429,7 @@ async fn deliver(
         outcomes.push(outcome);
     }
     locals.clear();
+    let local_copies = targets.len();
     let backend = Arc::clone(&shared.backend);
     let Delivery {
         envelope_from,
@@ -450,21 +460,29 @@ async fn deliver(
         Err(e) => (Err(e), 0, None),
     };
     let response = match &outcome {
-        Ok(DeliveryOutcome::Delivered) => Response::Delivered,
+        Ok(DeliveryOutcome::Delivered) => {
+            shared.metrics.message_received(size);
+            shared.metrics.delivered_locally(local_copies);
+            Response::Delivered
+        }
         Ok(DeliveryOutcome::QuotaExceeded(who)) => {
             tracing::info!(%peer, mailbox = %who, size, "refused: over quota (R15)");
+            shared.metrics.message_refused("over_quota");
             Response::QuotaExceeded
         }
         Ok(DeliveryOutcome::DiskFull) => {
             tracing::error!(%peer, "delivery failed: the disk is full");
+            shared.metrics.message_refused("disk_full");
             Response::DiskFull
         }
         Ok(DeliveryOutcome::Failed(e)) => {
             tracing::error!(%peer, "delivery failed: {e}");
+            shared.metrics.message_refused("failed");
             Response::TempFail
         }
         Err(e) => {
             tracing::error!(%peer, "delivery panicked: {e}");
+            shared.metrics.message_refused("failed");
             Response::TempFail
         }
     };
@@ -515,6 +533,7 @@ async fn deliver(
     }
     if let Some(entry) = &queued {
         shared.outbound.queued(entry);
+        shared.metrics.queued();
     }
     response
 }

@@ -7,6 +7,7 @@
 //! SMTP client, `tls` its STARTTLS settings, and `runner` (spawned by `serve`) works through
 //! the queue: retries, expiry, notifications.
 
+pub mod counts;
 pub mod deliver;
 pub mod dkim;
 pub mod dns;

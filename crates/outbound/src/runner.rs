@@ -27,6 +27,7 @@ use dirmail_proto::smtp::dsn::{self, Action, MAX_ORIGINAL_HEADERS, Notice};
 use dirmail_store::queue::{Entry, Queue, QueueError, RecipientState};
 use dirmail_store::spool::SpoolFile;
 
+use crate::counts::AttemptResult;
 use crate::deliver::{self, Attempt, Message, Settings};
 use crate::dns::Router;
 use crate::tls::TlsSetup;
@@ -571,6 +572,13 @@ fn record(context: &Context, entry: &mut Entry, attempts: &[Attempt], message_id
         recipient.attempts = recipient.attempts.saturating_add(1);
         recipient.last_reply = Some(attempt.reply.clone());
         recipient.last_host = attempt.host.clone();
+        let result = match attempt.disposition {
+            Disposition::Delivered => AttemptResult::Delivered,
+            Disposition::Permanent => AttemptResult::Failed,
+            Disposition::Temporary if now >= deadline => AttemptResult::Failed,
+            Disposition::Temporary => AttemptResult::Deferred,
+        };
+        crate::counts::attempted(result);
         match attempt.disposition {
             Disposition::Delivered => recipient.state = RecipientState::Delivered,
             Disposition::Permanent => recipient.state = RecipientState::Failed,

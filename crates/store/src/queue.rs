@@ -127,6 +127,19 @@ impl Entry {
     }
 }
 
+/// The queue at a glance ([`Queue::summary`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Entries (messages) in the queue, finished or not.
+    pub messages: usize,
+    /// Pending recipients whose next attempt is due now.
+    pub due: usize,
+    /// Pending recipients waiting for a later attempt.
+    pub deferred: usize,
+    /// Envelopes that cannot be read.
+    pub unreadable: usize,
+}
+
 /// Why an entry could not be found or read.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -387,6 +400,27 @@ impl Queue {
         Ok((found, unreadable))
     }
 
+    /// How much is waiting, counted at `now` (seconds since the epoch): for the metrics page
+    /// and `dirmail status`.
+    pub fn summary(&self, now: i64) -> Result<Summary, QueueError> {
+        let (entries, unreadable) = self.list()?;
+        let mut summary = Summary {
+            messages: entries.len(),
+            unreadable: unreadable.len(),
+            ..Summary::default()
+        };
+        for recipient in entries.iter().flat_map(|e| &e.recipients) {
+            if recipient.state == RecipientState::Pending {
+                if recipient.next_attempt <= now {
+                    summary.due += 1;
+                } else {
+                    summary.deferred += 1;
+                }
+            }
+        }
+        Ok(summary)
+    }
+
     /// Removes an entry: its envelope first (from then on it does not exist), then its message.
     pub fn remove(&self, id: &str) -> Result<(), QueueError> {
         check_id(id)?;
@@ -465,6 +499,13 @@ mod tests {
         assert_eq!(queue.load(&entry.id).unwrap(), entry);
         assert_eq!(entry.next_due(), Some(1120));
         assert!(!entry.is_finished());
+        let at = |now| queue.summary(now).unwrap();
+        assert_eq!(
+            (at(1119).messages, at(1119).due, at(1119).deferred),
+            (1, 0, 1),
+            "the delivered recipient counts in neither"
+        );
+        assert_eq!((at(1120).due, at(1120).deferred), (1, 0));
         entry.recipients[1].state = RecipientState::Failed;
         assert!(entry.is_finished() && entry.next_due().is_none());
 

@@ -140,6 +140,10 @@ pub enum Command {
         #[arg(long, value_name = "LEVEL|FILTER")]
         log_level: Option<String>,
     },
+    /// Ask the running server of this store: uptime, listeners, the sessions open now (client
+    /// address, user, age) and the outbound queue. Asks over <data_dir>/control.sock; exit 1
+    /// when no server runs.
+    Status,
     /// Write a commented dirmail.toml and create an empty store.
     Init {
         /// Overwrite an existing dirmail.toml (an existing store is kept as it is).
@@ -323,6 +327,7 @@ const VERBS: &[&str] = &[
     "alias",
     "init",
     "serve",
+    "status",
 ];
 
 /// Rewrites winpop spellings into the modern ones. Only the switches winpop knows are touched,

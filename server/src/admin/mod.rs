@@ -22,6 +22,7 @@ pub mod queue;
 pub mod quota;
 pub mod secret;
 pub mod stat;
+pub mod status;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -262,6 +263,10 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         return init::run(cli.config.as_deref(), force, hostname.as_deref());
     }
     let config = Config::discover(cli.config.as_deref())?;
+    if let Command::Status = cli.command {
+        // The server's business: the store is not opened (nor migrated) for it.
+        return status::run(&config);
+    }
     let store = Store::open(&config.store)?;
     let ad = config
         .directory
@@ -299,8 +304,8 @@ fn run(cli: Cli) -> Result<Outcome, AdminError> {
         Command::Dkim { command } => dkim::run(&ctx, command),
         Command::Alias { command } => alias::run(&mut ctx, command),
         // Both are handled before a store is opened for an administrative command.
-        Command::Init { .. } | Command::Serve { .. } => Err(AdminError::Usage(
-            "init and serve do not run as administrative commands".into(),
+        Command::Init { .. } | Command::Serve { .. } | Command::Status => Err(AdminError::Usage(
+            "init, serve and status do not run as administrative commands".into(),
         )),
     }
 }
