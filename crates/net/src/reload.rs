@@ -88,6 +88,8 @@ const KEYS: &[Key] = &[
     // The host name is in the store's file names and the queue's EHLO as well as greetings.
     key!(restart, server, hostname),
     key!(restart, server, logging),
+    // The log's subscriber is made once, at start.
+    key!(restart, server, log_format),
     key!(restart, server, threadcount),
     key!(restart, server, listen_address),
     key!(restart, server, user),
@@ -123,6 +125,8 @@ const KEYS: &[Key] = &[
     key!(restart, queue),
     key!(restart, auth),
     key!(restart, directory),
+    // The metrics page's listener is bound at start, like the others.
+    key!(restart, metrics),
 ];
 
 /// Reads the file `running` came from and the TLS certificate again. Nothing is applied
@@ -222,6 +226,7 @@ mod tests {
                 ServerConfig {
                     hostname: _,
                     logging: _,
+                    log_format: _,
                     threadcount: _,
                     listen_address: _,
                     user: _,
@@ -265,6 +270,7 @@ mod tests {
             queue: _,
             directory: _,
             auth: _,
+            metrics: _,
         } = parse("");
     }
 }

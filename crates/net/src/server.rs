@@ -274,9 +274,7 @@ pub async fn run(
         outbound,
         stopping,
         sessions: Arc::new(Sessions::default()),
-        metrics: Arc::new(Metrics::new(
-            listeners.iter().map(|b| b.service).collect(),
-        )),
+        metrics: Arc::new(Metrics::new(listeners.iter().map(|b| b.service).collect())),
     });
     let facts = Arc::new(control::Facts {
         listeners: bound_at,

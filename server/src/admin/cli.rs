@@ -162,7 +162,8 @@ Properties kept in the store (a running server sees a change at once):
   authentication   local | passwd-file | ad     (only while no domain exists, R2; ad needs [directory])
   mailbox-layout   per-domain | shared          (only while no domain exists, R2)
   sparequired      0 | 1                        (1: clear-text logins refused where SPA is offered, R6)
-Properties kept in dirmail.toml (a running server needs a restart):
+Properties kept in dirmail.toml (a running server needs a restart, except for socketmin and
+socketthreshold, which no server reads):
   mailroot         PATH                         (only while no mailbox exists)
   port             N                            (the POP3 port)
   logging          0 | 1 | 2 | 3                (none, errors, sessions, protocol traces)

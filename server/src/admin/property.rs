@@ -341,9 +341,19 @@ fn set_in_file(ctx: &Context, shown: &str, pairs: &[(&str, &str)]) -> Result<Out
     for (name, value) in pairs {
         values.insert((*name).into(), json!(value));
     }
+    // socketmin and socketthreshold are winpop's, kept for `get` and read by no server; every
+    // other file property shapes what `serve` builds at start (a reload keeps its old value).
+    let restart_needed = pairs
+        .iter()
+        .any(|(name, _)| !matches!(*name, "socketmin" | "socketthreshold"));
+    let text = if restart_needed {
+        "Property successfully set. The server must be restarted for the change to take effect (a reload, SIGHUP, keeps the running value)."
+    } else {
+        "Property successfully set."
+    };
     Ok(Outcome::new(
-        "Property successfully set. The server must be restarted for the change to take effect.",
-        json!({ "property": shown, "value": values, "restart_needed": true }),
+        text,
+        json!({ "property": shown, "value": values, "restart_needed": restart_needed }),
     ))
 }
 
