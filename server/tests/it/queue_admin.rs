@@ -188,11 +188,11 @@ fn json_answers() {
         Err(dirmail_store::queue::QueueError::NotFound(_))
     ));
 
-    // Errors: a bad id is a usage error (2), an unknown one a failure (1).
+    // Errors: a bad id is a usage error (2), an unknown one not found (4).
     for verb in ["show", "retry", "delete", "bounce"] {
         let bad = json_of(&s.expect(2, &["--json", "queue", verb, "../env/x"]));
         assert_eq!(bad["ok"], false);
-        let missing = json_of(&s.expect(1, &["--json", "queue", verb, &b.id]));
+        let missing = json_of(&s.expect(4, &["--json", "queue", verb, &b.id]));
         assert!(
             missing["error"]
                 .as_str()
