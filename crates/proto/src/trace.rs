@@ -477,6 +477,7 @@ fn show(line: &FramedLine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Just;
 
     /// Feeds a conversation, `C:` lines from the client and `S:` lines from the server, each
     /// step as one chunk, and returns everything the trace shows.
@@ -762,5 +763,40 @@ mod tests {
         assert_eq!(shown.len(), 1);
         assert!(shown[0].len() < 400 && shown[0].ends_with("…[cut] [line of 100002 octets]"));
         assert!(tracer.client.held.capacity() <= 2 * HELD);
+    }
+
+    /// A client line the trace shows, with its longest marker after the cut.
+    const LONGEST_SHOWN: usize = SHOWN * 4 + 100;
+
+    proptest::proptest! {
+        /// Whatever either side sends, in whatever chunks, the tracer does not panic, holds at
+        /// most about [`HELD`] octets per direction and a bounded queue of pending commands,
+        /// and shows no line longer than [`SHOWN`] characters plus its marker.
+        #[test]
+        fn any_conversation_is_traced_within_bounds(
+            protocol in proptest::sample::select(vec![Protocol::Smtp, Protocol::Pop3, Protocol::Imap]),
+            chunks in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec(
+                    proptest::prop_oneof![
+                        Just(b'\r'), Just(b'\n'), Just(b'{'), Just(b'}'), Just(b' '), Just(b'+'),
+                        Just(b'"'), b'0'..=b'9', b'A'..=b'Z', proptest::num::u8::ANY,
+                    ],
+                    0..600,
+                )),
+                0..40,
+            ),
+        ) {
+            let mut tracer = Tracer::new(protocol);
+            for (from_client, bytes) in &chunks {
+                let shown = if *from_client { tracer.client(bytes) } else { tracer.server(bytes) };
+                for line in shown {
+                    proptest::prop_assert!(line.len() <= LONGEST_SHOWN, "{} octets", line.len());
+                }
+                proptest::prop_assert!(tracer.client.held.len() <= 2 * HELD);
+                proptest::prop_assert!(tracer.server.held.len() <= 2 * HELD);
+                proptest::prop_assert!(tracer.pending.len() <= MAX_PENDING);
+                proptest::prop_assert!(tracer.smtp_pending.len() <= MAX_PENDING);
+            }
+        }
     }
 }
